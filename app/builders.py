@@ -1,0 +1,84 @@
+"""``build_app(args)``: the only place that wires deployments together.
+
+``serve run serve_configs/local.yaml`` calls it with the config's ``args``; an
+invalid config fails here, naming the field, before any replica starts.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import ValidationError
+from ray import serve
+from ray.serve import Application
+
+from app.config import AppConfig, ModelDeploymentConfig, check_paths
+
+__all__ = ["REPLICA_ENV", "build_app", "deployment_options"]
+
+REPLICA_ENV = {
+    # Ray would otherwise kill Triton's python-backend stubs before the replica
+    # stops Triton, leaving shared memory behind.
+    "RAY_kill_child_processes_on_worker_exit": "0",
+    # Triton forks its backend stubs from its own threads; gRPC's fork handlers
+    # (Ray's gRPC runs in the same process) abort the process when that happens.
+    "GRPC_ENABLE_FORK_SUPPORT": "0",
+}
+
+
+def deployment_options(dep: ModelDeploymentConfig) -> dict[str, Any]:
+    """Serve options of a model deployment (replicas, resources, queue limits)."""
+    actor_options: dict[str, Any] = {"num_cpus": dep.num_cpus, "num_gpus": dep.num_gpus}
+    if dep.resources:
+        actor_options["resources"] = dict(dep.resources)
+    actor_options["runtime_env"] = {"env_vars": REPLICA_ENV}
+    options: dict[str, Any] = {
+        "name": dep.name,
+        "ray_actor_options": actor_options,
+        "max_ongoing_requests": dep.max_ongoing_requests,
+        "max_queued_requests": dep.max_queued_requests,
+        "health_check_period_s": 10,
+        "graceful_shutdown_timeout_s": 30,
+    }
+    if dep.autoscaling is not None:
+        a = dep.autoscaling
+        options["autoscaling_config"] = {
+            "min_replicas": a.min_replicas,
+            "max_replicas": a.max_replicas,
+            "initial_replicas": a.initial_replicas,
+            "target_ongoing_requests": a.target_ongoing_requests,
+            "upscale_delay_s": a.upscale_delay_s,
+            "downscale_delay_s": a.downscale_delay_s,
+        }
+    else:
+        options["num_replicas"] = dep.num_replicas if dep.num_replicas is not None else 1
+    return options
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Validate ``args`` as an ``AppConfig`` and return the application (no side effects)."""
+    from app.deployments.model import ModelReplica
+    from app.deployments.router import Router
+
+    try:
+        cfg = AppConfig.model_validate(args)
+    except ValidationError as exc:
+        raise ValueError(f"invalid application config: {exc}") from exc
+    check_paths(cfg)
+    cfg = cfg.model_copy(update={"model_repository": os.path.abspath(cfg.model_repository)})
+    plain = cfg.model_dump(mode="json")
+    model_deployment: Any = serve.deployment(ModelReplica)
+    router_deployment: Any = serve.deployment(Router)
+    handles = {
+        dep.name: model_deployment.options(**deployment_options(dep)).bind(plain, dep.name)
+        for dep in cfg.deployments
+    }
+    router = router_deployment.options(
+        name="router",
+        num_replicas=cfg.router.num_replicas,
+        max_ongoing_requests=cfg.router.max_ongoing_requests,
+        ray_actor_options={"num_cpus": cfg.router.num_cpus},
+    )
+    application: Application = router.bind(plain, handles)
+    return application

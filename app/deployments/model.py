@@ -1,0 +1,404 @@
+"""The model deployment: one in-process Triton per replica, serving a fixed set of models.
+
+Request bodies arrive undecoded from the router; they are validated and decoded
+here, next to Triton, so the router never touches tensors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from app.config import AppConfig, effective_triton_options
+from app.deployments.state import (
+    REPORT_PERIOD_S,
+    ModelIntent,
+    ReplicaReport,
+    current_app_name,
+    get_state_store,
+)
+from app.errors import BadRequest, NotFound, from_triton
+from app.protocol.kserve_v2 import (
+    InputSpec,
+    decode_generate_request,
+    decode_infer_request,
+    encode_generate_response,
+    encode_infer_response,
+    sse_error_event,
+    sse_event,
+)
+from app.triton import DataType, InferenceRequest, ModelControlMode, Options, Server, TritonError
+from app.triton.inference import AsyncResponseIterator, infer_once
+
+__all__ = ["ModelReplica", "parse_version"]
+
+log = logging.getLogger(__name__)
+
+_VERSION = re.compile(r"^[0-9]{1,18}$")
+
+
+def parse_version(version: str | None) -> int:
+    """URL version segment to Triton's int64 (-1: the policy's latest)."""
+    if version is None or version == "":
+        return -1
+    if not _VERSION.match(version):
+        raise BadRequest(f"model version '{version}' is not a non-negative integer")
+    return int(version)
+
+
+@dataclass(frozen=True)
+class _ModelShape:
+    """What decoding needs to know about a model; cached until it is (re)loaded."""
+
+    inputs: tuple[InputSpec, ...]
+    max_batch_size: int
+    decoupled: bool
+    version_label: str  # the version that answers (the policy's latest for -1)
+
+
+class ModelReplica:
+    """Serve deployment class; ``build_app`` wraps it with each deployment's options."""
+
+    def __init__(self, app_config: dict[str, Any], deployment_name: str) -> None:
+        self.cfg = AppConfig.model_validate(app_config)
+        self.deployment_name = deployment_name
+        dep = next(d for d in self.cfg.deployments if d.name == deployment_name)
+        self.models: tuple[str, ...] = tuple(dep.models)
+        triton = effective_triton_options(self.cfg, deployment_name)
+        self.server = Server(
+            Options(
+                model_repository=self.cfg.model_repository,
+                model_control_mode=ModelControlMode.EXPLICIT,
+                strict_model_config=triton.strict_model_config,
+                log_verbose=triton.log_verbose,
+                log_info=triton.log_info,
+                backend_configs=triton.backend_configs,
+                exit_timeout_s=triton.exit_timeout_s,
+                server_id=f"triton-{deployment_name}",
+            )
+        ).start()
+        self.triton_version = self.server.metadata().version
+        self.replica_id = _replica_id(deployment_name)
+        self.load_errors: dict[str, str] = {}
+        self._shapes: dict[tuple[str, int], _ModelShape] = {}
+        self._applied: dict[str, int] = {}
+        self._store = get_state_store(current_app_name())
+        intents: dict[str, ModelIntent] = {}
+        with contextlib.suppress(Exception):
+            intents = _ray_get(self._store.intents.remote())
+        for model in self.models:
+            intent = intents.get(model)
+            if intent is not None and not intent.loaded:
+                self._applied[model] = intent.generation
+                continue
+            self._load(model, intent.config if intent else None, intent.files if intent else None)
+            if intent is not None:
+                self._applied[model] = intent.generation
+        self._stop_reporting = threading.Event()
+        self._reporter = threading.Thread(
+            target=self._report_forever, name="state-reporter", daemon=True
+        )
+        self._reporter.start()
+
+    # ---- inference ----
+
+    async def infer(
+        self, model: str, version: str | None, body: bytes, header_length: int | None
+    ) -> tuple[bytes, int | None]:
+        number = self._owned(model, version)
+        decoded = decode_infer_request(
+            body,
+            header_length,
+            max_elements=self.cfg.max_tensor_elements,
+            max_bytes_element=self.cfg.max_bytes_element_bytes,
+        )
+        shape = await self._shape(model, number)
+        if shape.decoupled:
+            raise BadRequest(f"model '{model}' is decoupled; use generate_stream or gRPC streaming")
+        request = InferenceRequest(
+            model_name=model,
+            model_version=number,
+            inputs={i.name: i.to_tensor() for i in decoded.inputs},
+            request_id=decoded.id or "",
+            parameters=decoded.parameters,
+            output_names=[o.name for o in decoded.outputs] if decoded.outputs else None,
+            priority=decoded.priority,
+            timeout_us=decoded.timeout_us or 0,
+            correlation_id=decoded.sequence_id,
+            flags=(1 if decoded.sequence_start else 0) | (2 if decoded.sequence_end else 0),
+        )
+        response = await self._run(infer_once(self.server, request))
+        outputs = [
+            (name, DataType.from_numpy(array.dtype), array)
+            for name, array in response.outputs.items()
+        ]
+        return encode_infer_response(
+            model,
+            shape.version_label,
+            decoded.id,
+            outputs,
+            binary_outputs=decoded.binary_outputs(),
+        )
+
+    async def generate(self, model: str, version: str | None, body: bytes) -> dict[str, Any]:
+        number = self._owned(model, version)
+        request = await self._generate_request(model, number, body)
+        response = await self._run(infer_once(self.server, request))
+        return encode_generate_response(
+            model,
+            (await self._shape(model, number)).version_label,
+            _typed_outputs(response.outputs),
+            request_id=request.request_id or None,
+        )
+
+    async def generate_stream(
+        self, model: str, version: str | None, body: bytes
+    ) -> AsyncIterator[bytes]:
+        """SSE events. The first item is ``b""`` once the request is accepted, so the
+        router can turn an early error into a proper status instead of a broken stream."""
+        number = self._owned(model, version)
+        request = await self._generate_request(model, number, body)
+        try:
+            stream = AsyncResponseIterator(self.server, request)
+        except TritonError as exc:
+            raise from_triton(exc) from exc
+        yield b""
+        label = (await self._shape(model, number)).version_label
+        try:
+            async for response in stream:
+                if response.outputs:
+                    yield sse_event(
+                        encode_generate_response(
+                            model,
+                            label,
+                            _typed_outputs(response.outputs),
+                            request_id=request.request_id or None,
+                        )
+                    )
+        except TritonError as exc:
+            yield sse_error_event(from_triton(exc))
+        finally:
+            stream.cancel()
+
+    # ---- model information ----
+
+    async def model_metadata(self, model: str, version: str | None) -> dict[str, Any]:
+        number = self._owned(model, version)
+        return self._call(lambda: self.server.model(model, number).metadata().model_dump())
+
+    async def model_config(self, model: str, version: str | None) -> dict[str, Any]:
+        number = self._owned(model, version)
+        return self._call(lambda: self.server.model(model, number).config().model_dump())
+
+    async def model_ready(self, model: str, version: str | None) -> bool:
+        number = self._owned(model, version)
+        try:
+            return self.server.model(model, number).ready()
+        except TritonError:
+            return False
+
+    async def model_statistics(self, model: str | None, version: str | None) -> dict[str, Any]:
+        """Statistics of one hosted model, or of all of them when ``model`` is None."""
+        number = self._owned(model, version) if model else -1
+        stats: list[dict[str, Any]] = []
+        for name in [model] if model else self.models:
+            with contextlib.suppress(TritonError):
+                stats += [s.model_dump() for s in self.server.statistics(name, number)]
+        if model and not stats:
+            raise NotFound(f"no statistics for model '{model}' (is it loaded?)")
+        return {"model_stats": stats}
+
+    async def load_model(
+        self, model: str, config: str | None, files: dict[str, bytes] | None
+    ) -> None:
+        self._owned(model, None)
+        self._shapes.clear()
+        await asyncio.to_thread(self._load, model, config, files, True)
+
+    async def unload_model(self, model: str, unload_dependents: bool) -> None:
+        self._owned(model, None)
+        self._shapes.clear()
+        try:
+            await asyncio.to_thread(
+                self.server.unload,
+                model,
+                unload_dependents=unload_dependents,
+                wait_until_unloaded=True,
+            )
+        except TritonError as exc:
+            raise from_triton(exc) from exc
+
+    def model_states(self) -> dict[str, dict[str, Any]]:
+        """State of each hosted model as Triton's index reports it, plus load errors."""
+        index = {e.name: e for e in self.server.repository_index()}
+        states: dict[str, dict[str, Any]] = {}
+        for model in self.models:
+            entry = index.get(model)
+            state = entry.state if entry and entry.state else "UNAVAILABLE"
+            reason = (entry.reason if entry else "") or self.load_errors.get(model, "")
+            if state != "READY" and not reason:
+                reason = "unloaded"
+            states[model] = {
+                "state": state,
+                "reason": reason,
+                "version": entry.version if entry else "",
+            }
+        return states
+
+    def metrics(self) -> str:
+        return self.server.metrics()
+
+    def check_health(self) -> None:
+        if not self.server.live():
+            raise RuntimeError("the in-process Triton server is not live")
+
+    def __del__(self) -> None:
+        stop_reporting = getattr(self, "_stop_reporting", None)
+        if stop_reporting is not None:
+            stop_reporting.set()
+        server = getattr(self, "server", None)
+        if server is not None:
+            server.stop()
+
+    # ---- internals ----
+
+    def _owned(self, model: str | None, version: str | None) -> int:
+        if model not in self.models:
+            raise NotFound(f"model '{model}' is not served by deployment '{self.deployment_name}'")
+        return parse_version(version)
+
+    def _call(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return fn()
+        except TritonError as exc:
+            raise from_triton(exc) from exc
+
+    async def _run(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except TritonError as exc:
+            raise from_triton(exc) from exc
+
+    def _load(
+        self,
+        model: str,
+        config: str | None,
+        files: dict[str, bytes] | None = None,
+        raise_errors: bool = False,
+    ) -> None:
+        try:
+            self.server.load(model, config=config, files=files)
+            self.load_errors.pop(model, None)
+        except TritonError as exc:
+            self.load_errors[model] = exc.message
+            log.error("model %s failed to load: %s", model, exc.message)
+            if raise_errors:
+                raise from_triton(exc) from exc
+
+    def _latest_version(self, model: str) -> str:
+        for entry in self.server.repository_index(ready_only=True):
+            if entry.name == model:
+                return entry.version
+        return ""
+
+    async def _shape(self, model: str, version: int) -> _ModelShape:
+        key = (model, version)
+        found = self._shapes.get(key)
+        if found is not None:
+            return found
+        try:
+            config = self.server.model(model, version).config()
+        except TritonError as exc:
+            raise from_triton(exc) from exc
+        inputs = tuple(
+            InputSpec(
+                name=i["name"],
+                datatype=DataType.from_string(i["data_type"]),
+                dims=tuple(int(d) for d in i.get("dims", [])),
+                optional=bool(i.get("optional", False)),
+            )
+            for i in config.input
+        )
+        label = str(version) if version >= 0 else self._latest_version(model)
+        found = _ModelShape(inputs, config.max_batch_size, config.decoupled, label)
+        self._shapes[key] = found
+        return found
+
+    async def _generate_request(self, model: str, version: int, body: bytes) -> InferenceRequest:
+        shape = await self._shape(model, version)
+        decoded = decode_generate_request(
+            body,
+            shape.inputs,
+            shape.max_batch_size,
+            max_elements=self.cfg.max_tensor_elements,
+            max_bytes_element=self.cfg.max_bytes_element_bytes,
+        )
+        return InferenceRequest(
+            model_name=model,
+            model_version=version,
+            inputs={i.name: i.to_tensor() for i in decoded.inputs},
+            request_id=decoded.request_id or "",
+            parameters=decoded.parameters,
+        )
+
+    def _report_forever(self) -> None:
+        """Report to the state store and converge on operators' load/unload intents.
+
+        A thread, not a task: it must run whatever loop Serve constructs us on, and
+        loads block for seconds.
+        """
+        while not self._stop_reporting.is_set():
+            try:
+                self._report_once()
+            except Exception as exc:  # the store restarts; keep serving meanwhile
+                log.warning("state report failed: %s", exc)
+            self._stop_reporting.wait(REPORT_PERIOD_S)
+
+    def _report_once(self) -> None:
+        if not self.server.started:
+            return
+        report = ReplicaReport(
+            replica_id=self.replica_id,
+            deployment=self.deployment_name,
+            models=self.model_states(),
+            metrics_text=self.metrics(),
+            triton_version=self.triton_version,
+        )
+        intents: dict[str, ModelIntent] = _ray_get(self._store.report.remote(report))
+        for model, intent in intents.items():
+            if model not in self.models or self._applied.get(model) == intent.generation:
+                continue
+            self._applied[model] = intent.generation
+            self._shapes.clear()
+            if intent.loaded:
+                self._load(model, intent.config, intent.files)
+            else:
+                with contextlib.suppress(TritonError):
+                    self.server.unload(model)
+
+
+def _typed_outputs(outputs: dict[str, Any]) -> list[tuple[str, DataType, Any]]:
+    return [(name, DataType.from_numpy(array.dtype), array) for name, array in outputs.items()]
+
+
+def _replica_id(deployment: str) -> str:
+    try:
+        from ray import serve
+
+        replica = serve.get_replica_context().replica_id
+        return str(getattr(replica, "unique_id", replica))
+    except Exception:
+        return f"{deployment}#{os.getpid()}"
+
+
+def _ray_get(ref: Any) -> Any:
+    import ray
+
+    return ray.get(ref, timeout=10)

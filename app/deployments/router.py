@@ -1,0 +1,33 @@
+"""The ingress deployment: HTTP in, model deployments' handles out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+
+from app.config import AppConfig
+from app.deployments.dataplane import DataPlane
+from app.deployments.state import current_app_name
+from app.http.app import create_http_app
+from app.observability import RouterMetrics
+
+__all__ = ["Router"]
+
+
+@serve.ingress()
+class Router:
+    """Holds the handles; routes reach them through ``app.state.dataplane``."""
+
+    def __init__(self, app_config: dict[str, Any], handles: dict[str, Any]) -> None:
+        cfg = AppConfig.model_validate(app_config)
+        self.dataplane = DataPlane(cfg, handles, current_app_name())
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """Serve calls this on the replica after ``__init__``: the app is built here,
+        not pickled, and gets this replica's state."""
+        app = create_http_app()
+        app.state.dataplane = self.dataplane
+        app.state.router_metrics = RouterMetrics()
+        return app

@@ -1,0 +1,53 @@
+"""The FastAPI application of the router: routes, error rendering, request ids, metrics.
+
+Serve pickles the app to ship it to router replicas: everything it references
+must be module-level (pickled by reference), and per-process state such as the
+metrics counters is attached by the replica (``Router.__init__``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+
+from app.http.errors import install_error_handlers
+from app.http.kserve_routes import router as kserve_router
+from app.observability import RouterMetrics
+
+__all__ = ["create_http_app"]
+
+
+def _route_of(path: str) -> tuple[str, str]:
+    """(model, route kind) for metrics, without high-cardinality path parts."""
+    parts = path.strip("/").split("/")
+    if len(parts) >= 3 and parts[:2] == ["v2", "models"] and parts[2] != "stats":
+        return parts[2], parts[-1] if len(parts) > 3 else "metadata"
+    return "", "/".join(parts[:2]) or "/"
+
+
+async def request_context(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """The router's request metrics. (Serve itself puts a request id, the client's
+    ``X-Request-ID`` if it sent one, on every response and log line.)"""
+    started = time.perf_counter()
+    response = await call_next(request)
+    metrics: RouterMetrics | None = getattr(request.app.state, "router_metrics", None)
+    model, route = _route_of(request.url.path)
+    if metrics is not None and route != "metrics":
+        metrics.observe(model, route, response.status_code, time.perf_counter() - started)
+    return response
+
+
+def create_http_app() -> FastAPI:
+    app = FastAPI(
+        title="triton-serve",
+        description="Triton models behind Ray Serve: KServe v2 (Triton) HTTP protocol.",
+        version="0.1.0",
+    )
+    app.include_router(kserve_router)
+    install_error_handlers(app)
+    app.middleware("http")(request_context)
+    return app

@@ -1,0 +1,249 @@
+"""Triton's KServe v2 HTTP protocol: the transport only; ``DataPlane`` does the work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+from app.deployments.dataplane import DataPlane
+from app.errors import BadRequest, Forbidden, PayloadTooLarge, RequestTimeout, Unavailable
+from app.observability import merge_metrics
+from app.protocol.kserve_v2 import (
+    HEADER_LENGTH_HEADER,
+    LoadRequest,
+    RepositoryIndexRequest,
+    UnloadRequest,
+    parse_body,
+    parse_header_length,
+)
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+READY_TIMEOUT_S = 3.0
+
+EXTENSIONS = [
+    "classification",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "schedule_policy",
+    "model_configuration",
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+    "generate",
+]
+
+
+def dataplane(request: Request) -> DataPlane:
+    plane: DataPlane = request.app.state.dataplane
+    return plane
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refusing more than the configured limit without reading it all."""
+    limit = dataplane(request).cfg.max_request_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# ---- health and metadata ----
+
+
+@router.get("/v2/health/live")
+async def live() -> Response:
+    return Response(status_code=200)
+
+
+@router.get("/v2/health/ready")
+async def ready(request: Request) -> Response:
+    not_ready = await dataplane(request).not_ready()
+    if not_ready:
+        detail = "; ".join(f"{m}: {why}" for m, why in sorted(not_ready.items()))
+        raise Unavailable(f"not ready: {detail}", retry_after=5)
+    return Response(status_code=200)
+
+
+@router.get("/v2")
+async def server_metadata(request: Request) -> dict[str, Any]:
+    reports = await dataplane(request).reports()
+    version = next((r.triton_version for r in reports if r.triton_version), "")
+    return {"name": "triton", "version": version, "extensions": EXTENSIONS}
+
+
+@router.get("/v2/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    states = await dataplane(request).model_states()
+    return {
+        "models": [
+            {
+                "name": name,
+                "version": s.get("version", ""),
+                "state": s["state"],
+                "reason": s["reason"],
+            }
+            for name, s in sorted(states.items())
+        ]
+    }
+
+
+@router.get("/v2/models/stats")
+async def all_statistics(request: Request) -> dict[str, Any]:
+    plane = dataplane(request)
+    stats: list[Any] = []
+    for models in _models_by_deployment(plane).values():
+        result = await plane.call(models[0], "model_statistics", None, None)
+        stats += result["model_stats"]
+    return {"model_stats": stats}
+
+
+@router.get("/v2/models/{model}")
+@router.get("/v2/models/{model}/versions/{version}")
+async def model_metadata(request: Request, model: str, version: str | None = None) -> Any:
+    return await dataplane(request).call(model, "model_metadata", model, version)
+
+
+@router.get("/v2/models/{model}/ready")
+@router.get("/v2/models/{model}/versions/{version}/ready")
+async def model_ready(request: Request, model: str, version: str | None = None) -> Response:
+    """Asks a replica (fresh after load/unload); falls back to what replicas reported,
+    or to Serve's word on the deployment when no replica answers (e.g. not scheduled)."""
+    plane = dataplane(request)
+    plane.deployment_of(model)
+    try:
+        ready = await plane.call(model, "model_ready", model, version, timeout_s=READY_TIMEOUT_S)
+    except (Unavailable, RequestTimeout):
+        ready = False
+    if not ready:
+        state = (await plane.model_states()).get(model, {})
+        reason = state.get("reason") or "not loaded"
+        raise Unavailable(f"model '{model}' is not ready: {reason}", retry_after=5)
+    return Response(status_code=200)
+
+
+@router.get("/v2/models/{model}/config")
+@router.get("/v2/models/{model}/versions/{version}/config")
+async def model_config(request: Request, model: str, version: str | None = None) -> Any:
+    return await dataplane(request).call(model, "model_config", model, version)
+
+
+@router.get("/v2/models/{model}/stats")
+@router.get("/v2/models/{model}/versions/{version}/stats")
+async def model_statistics(request: Request, model: str, version: str | None = None) -> Any:
+    return await dataplane(request).call(model, "model_statistics", model, version)
+
+
+# ---- inference ----
+
+
+@router.post("/v2/models/{model}/infer")
+@router.post("/v2/models/{model}/versions/{version}/infer")
+async def infer(request: Request, model: str, version: str | None = None) -> Response:
+    plane = dataplane(request)
+    plane.deployment_of(model)
+    header_length = parse_header_length(request.headers.get(HEADER_LENGTH_HEADER))
+    if request.headers.get("content-encoding", "identity") not in ("identity", ""):
+        raise BadRequest("compressed request bodies are not supported; send them uncompressed")
+    body = await read_body(request)
+    payload, out_header_length = await plane.call(
+        model, "infer", model, version, body, header_length
+    )
+    if out_header_length is None:
+        return Response(payload, media_type="application/json")
+    return Response(
+        payload,
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH_HEADER: str(out_header_length)},
+    )
+
+
+@router.post("/v2/models/{model}/generate")
+@router.post("/v2/models/{model}/versions/{version}/generate")
+async def generate(request: Request, model: str, version: str | None = None) -> Any:
+    plane = dataplane(request)
+    plane.deployment_of(model)
+    body = await read_body(request)
+    return JSONResponse(await plane.call(model, "generate", model, version, body))
+
+
+@router.post("/v2/models/{model}/generate_stream")
+@router.post("/v2/models/{model}/versions/{version}/generate_stream")
+async def generate_stream(request: Request, model: str, version: str | None = None) -> Response:
+    plane = dataplane(request)
+    plane.deployment_of(model)
+    body = await read_body(request)
+    events = await plane.stream(model, "generate_stream", model, version, body)
+    return StreamingResponse(events, media_type="text/event-stream")
+
+
+# ---- repository ----
+
+
+@router.post("/v2/repository/index")
+async def repository_index(request: Request) -> list[dict[str, Any]]:
+    query = parse_body(RepositoryIndexRequest, await read_body(request), allow_empty=True)
+    states = await dataplane(request).model_states()
+    return [
+        {"name": name, "version": s.get("version", ""), "state": s["state"], "reason": s["reason"]}
+        for name, s in sorted(states.items())
+        if not query.ready or s["state"] == "READY"
+    ]
+
+
+@router.post("/v2/repository/models/{model}/load")
+async def load_model(request: Request, model: str) -> Response:
+    plane = dataplane(request)
+    plane.deployment_of(model)
+    load = parse_body(LoadRequest, await read_body(request), allow_empty=True)
+    files = load.files() if load.names_files() else None
+    if files and not plane.cfg.allow_repository_file_overrides:
+        raise Forbidden(
+            "load requests with 'file:' parameters are disabled; an operator can enable "
+            "them with allow_repository_file_overrides"
+        )
+    await plane.call(model, "load_model", model, load.config, files)
+    await plane.set_intent(model, True, load.config, files)
+    return Response(status_code=200)
+
+
+@router.post("/v2/repository/models/{model}/unload")
+async def unload_model(request: Request, model: str) -> Response:
+    plane = dataplane(request)
+    plane.deployment_of(model)
+    unload = parse_body(UnloadRequest, await read_body(request), allow_empty=True)
+    dependents = unload.parameters.unload_dependents
+    await plane.call(model, "unload_model", model, dependents)
+    await plane.set_intent(model, False, None, None)
+    return Response(status_code=200)
+
+
+# ---- metrics ----
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> PlainTextResponse:
+    plane = dataplane(request)
+    router_metrics = request.app.state.router_metrics.render()
+    text = merge_metrics(
+        [router_metrics, await plane.triton_metrics(), await plane.serve_metrics()]
+    )
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+def _models_by_deployment(plane: DataPlane) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for model, deployment in plane.owner.items():
+        grouped.setdefault(deployment, []).append(model)
+    return grouped
