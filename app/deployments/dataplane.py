@@ -136,9 +136,11 @@ class DataPlane:
 
     async def set_intent(
         self, model: str, loaded: bool, config: str | None, files: dict[str, bytes] | None
-    ) -> None:
-        await self.store.set_intent.remote(model, loaded, config, files)
+    ) -> int:
+        """Record an operator's load/unload; returns its generation for the replicas."""
+        generation: int = await self.store.set_intent.remote(model, loaded, config, files)
         self._reports_at = 0.0  # the next question re-reads the store
+        return generation
 
     async def serve_metrics(self) -> str:
         """Ray's own metrics (Serve's included) from this node's metrics agent, if it runs."""

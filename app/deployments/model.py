@@ -89,6 +89,7 @@ class ModelReplica:
         self.load_errors: dict[str, str] = {}
         self._shapes: dict[tuple[str, int], _ModelShape] = {}
         self._applied: dict[str, int] = {}
+        self._apply_lock = threading.Lock()
         self._store = get_state_store(current_app_name())
         intents: dict[str, ModelIntent] = {}
         with contextlib.suppress(Exception):
@@ -216,24 +217,36 @@ class ModelReplica:
         return {"model_stats": stats}
 
     async def load_model(
-        self, model: str, config: str | None, files: dict[str, bytes] | None
+        self, model: str, config: str | None, files: dict[str, bytes] | None, generation: int
     ) -> None:
+        """Load now (errors reach the caller); ``generation`` is the intent it fulfils."""
         self._owned(model, None)
-        self._shapes.clear()
-        await asyncio.to_thread(self._load, model, config, files, True)
+        await asyncio.to_thread(
+            self._apply, model, generation, lambda: self._load(model, config, files, True)
+        )
 
-    async def unload_model(self, model: str, unload_dependents: bool) -> None:
+    async def unload_model(self, model: str, unload_dependents: bool, generation: int) -> None:
         self._owned(model, None)
-        self._shapes.clear()
-        try:
-            await asyncio.to_thread(
-                self.server.unload,
-                model,
-                unload_dependents=unload_dependents,
-                wait_until_unloaded=True,
-            )
-        except TritonError as exc:
-            raise from_triton(exc) from exc
+
+        def unload() -> None:
+            try:
+                self.server.unload(
+                    model, unload_dependents=unload_dependents, wait_until_unloaded=True
+                )
+            except TritonError as exc:
+                raise from_triton(exc) from exc
+
+        await asyncio.to_thread(self._apply, model, generation, unload)
+
+    def _apply(self, model: str, generation: int, action: Callable[[], None]) -> None:
+        """Run a load/unload unless a newer intent was applied; one at a time, so the
+        reporter thread never undoes a newer operator request with an older one."""
+        with self._apply_lock:
+            if self._applied.get(model, -1) > generation:
+                return
+            self._applied[model] = generation
+            self._shapes.clear()
+            action()
 
     def model_states(self) -> dict[str, dict[str, Any]]:
         """State of each hosted model as Triton's index reports it, plus load errors."""
@@ -373,15 +386,20 @@ class ModelReplica:
         )
         intents: dict[str, ModelIntent] = _ray_get(self._store.report.remote(report))
         for model, intent in intents.items():
-            if model not in self.models or self._applied.get(model) == intent.generation:
+            if model not in self.models or self._applied.get(model, -1) >= intent.generation:
                 continue
-            self._applied[model] = intent.generation
-            self._shapes.clear()
             if intent.loaded:
-                self._load(model, intent.config, intent.files)
+                self._apply(
+                    model,
+                    intent.generation,
+                    lambda m=model, i=intent: self._load(m, i.config, i.files),  # type: ignore[misc]
+                )
             else:
-                with contextlib.suppress(TritonError):
-                    self.server.unload(model)
+                self._apply(model, intent.generation, lambda m=model: self._unload_quietly(m))  # type: ignore[misc]
+
+    def _unload_quietly(self, model: str) -> None:
+        with contextlib.suppress(TritonError):
+            self.server.unload(model)
 
 
 def _typed_outputs(outputs: dict[str, Any]) -> list[tuple[str, DataType, Any]]:

@@ -213,8 +213,8 @@ async def load_model(request: Request, model: str) -> Response:
             "load requests with 'file:' parameters are disabled; an operator can enable "
             "them with allow_repository_file_overrides"
         )
-    await plane.call(model, "load_model", model, load.config, files)
-    await plane.set_intent(model, True, load.config, files)
+    generation = await plane.set_intent(model, True, load.config, files)
+    await plane.call(model, "load_model", model, load.config, files, generation)
     return Response(status_code=200)
 
 
@@ -224,8 +224,8 @@ async def unload_model(request: Request, model: str) -> Response:
     plane.deployment_of(model)
     unload = parse_body(UnloadRequest, await read_body(request), allow_empty=True)
     dependents = unload.parameters.unload_dependents
-    await plane.call(model, "unload_model", model, dependents)
-    await plane.set_intent(model, False, None, None)
+    generation = await plane.set_intent(model, False, None, None)
+    await plane.call(model, "unload_model", model, dependents, generation)
     return Response(status_code=200)
 
 

@@ -1,0 +1,89 @@
+"""A real Ray cluster (one logical GPU) running the real application, for HTTP tests.
+
+Layout, chosen so packing is visible: four deployments at 0.25 GPU fill GPU 0
+(one of them hosts a model whose config Triton rejects), and a fifth that asks
+for 0.5 GPU cannot be placed.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import ray
+from ray import serve
+
+from app.builders import build_app
+
+APP_NAME = "triton"
+BODY_LIMIT = 8 * 1024 * 1024
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def app_args(model_repository: Path) -> dict[str, Any]:
+    quarter = {"num_gpus": 0.25, "num_cpus": 0.25}
+    return {
+        "model_repository": str(model_repository),
+        "max_request_body_bytes": BODY_LIMIT,
+        "triton": {"log_info": False},
+        "deployments": [
+            {"name": "echo", "models": ["echo"], **quarter},
+            {"name": "streamer", "models": ["streamer"], **quarter},
+            {
+                "name": "pipeline",
+                "models": ["ensemble_pipeline", "ens_scale", "ens_offset"],
+                **quarter,
+            },
+            {"name": "broken", "models": ["invalid_config"], **quarter},
+            {"name": "big", "models": ["versioned"], "num_gpus": 0.5, "num_cpus": 0.25},
+        ],
+    }
+
+
+@pytest.fixture(scope="package")
+def serve_url(model_repository: Path) -> Iterator[str]:
+    port = _free_port()
+    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve._run(build_app(app_args(model_repository)), _blocking=False, name=APP_NAME)
+        url = f"http://127.0.0.1:{port}"
+        _wait_for_models(url, ["echo", "streamer", "ensemble_pipeline"], timeout=180)
+        yield url
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _wait_for_models(url: str, models: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(models)
+    while pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"models not ready after {timeout} s: {pending}")
+        try:
+            pending = [
+                m
+                for m in pending
+                if httpx.get(f"{url}/v2/models/{m}/ready", timeout=10).status_code != 200
+            ]
+        except httpx.HTTPError:
+            pass
+        if pending:
+            time.sleep(1)
+
+
+@pytest.fixture(scope="package")
+def http_host(serve_url: str) -> str:
+    """``host:port`` as tritonclient wants it."""
+    return serve_url.removeprefix("http://")
