@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml setup.py app/triton/_shim.c
 
 install: $(STAMP)
 
+# A local Ray head that declares LOGICAL_GPUS logical GPUs (fractional packing on CPU);
+# it is stopped again when `serve run` ends (Ctrl-C).
+LOGICAL_GPUS ?= 1
 serve: install
-	$(VENV)/bin/serve run $(SERVE_CONFIG)
+	@bash -c 'trap "$(VENV)/bin/ray stop --force >/dev/null 2>&1" EXIT; \
+	  $(VENV)/bin/ray start --head --num-gpus=$(LOGICAL_GPUS) --disable-usage-stats >/dev/null && \
+	  $(VENV)/bin/serve run --address auto $(SERVE_CONFIG)'
 
 lint: install
 	$(VENV)/bin/ruff check app tests bench

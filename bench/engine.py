@@ -419,10 +419,8 @@ def _standalone_cell(
 
 
 def _better(a: Cell, b: Cell) -> Cell:
-    """At concurrency 1 the lower p50 wins; above it, the higher throughput."""
-    if a.concurrency == 1:
-        return a if a.p50_ms <= b.p50_ms else b
-    return a if a.rps >= b.rps else b
+    """The higher throughput wins (a failed cell has none)."""
+    return b if b.rps > a.rps else a
 
 
 def measure_standalone(
@@ -451,10 +449,15 @@ def measure_standalone(
                             # way to use tritonclient (no event loop in the way), so "best"
                             # measures only that there.
                             for style in styles if conc > 1 else styles[-1:]:
-                                lat = _standalone_cell(
-                                    protocol, style, url, data, conc, warmup_s, duration_s
-                                )
-                                cell = _summarize(path, tensor, busy, conc, style, lat, duration_s)
+                                client: str = style
+                                try:
+                                    lat = _standalone_cell(
+                                        protocol, style, url, data, conc, warmup_s, duration_s
+                                    )
+                                except Exception as exc:  # keep going: report it in the table
+                                    print(f"  {path} {style} c={conc}: {exc}", file=sys.stderr)
+                                    lat, client = [], f"{style}-failed"
+                                cell = _summarize(path, tensor, busy, conc, client, lat, duration_s)
                                 _progress(cell)
                                 best = cell if best is None else _better(best, cell)
                             assert best is not None
@@ -647,7 +650,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "standalone_client": args.standalone_client,
+        "load_before": round(os.getloadavg()[0], 2),
     }
+    if meta["load_before"] > 0.5 * (os.cpu_count() or 1):
+        print(
+            f"warning: load average {meta['load_before']} on {os.cpu_count()} CPUs before the "
+            "run; other work on this machine will skew the numbers",
+            file=sys.stderr,
+        )
     rows: list[Row] = []
     if "in-process" in args.paths:
         print("in-process engine:", file=sys.stderr)
@@ -659,8 +669,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     report, ratios = render(rows, meta)
     meta["wall_s"] = round(time.monotonic() - started, 1)
+    meta["load_after"] = round(os.getloadavg()[0], 2)
     print(report)
-    print(f"\n(total {meta['wall_s']} s)")
+    print(
+        f"\n(total {meta['wall_s']} s; 1-min load average {meta['load_before']} before, "
+        f"{meta['load_after']} after)"
+    )
     if args.json is not None:
         payload = {
             "meta": meta,

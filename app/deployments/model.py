@@ -24,7 +24,7 @@ from app.deployments.state import (
     current_app_name,
     get_state_store,
 )
-from app.errors import BadRequest, NotFound, from_triton
+from app.errors import BadRequest, NotFound, ServingError, Unavailable, from_triton
 from app.protocol.kserve_v2 import (
     InputSpec,
     decode_generate_request,
@@ -34,7 +34,15 @@ from app.protocol.kserve_v2 import (
     sse_error_event,
     sse_event,
 )
-from app.triton import DataType, InferenceRequest, ModelControlMode, Options, Server, TritonError
+from app.triton import (
+    DataType,
+    InferenceRequest,
+    ModelControlMode,
+    NotFoundError,
+    Options,
+    Server,
+    TritonError,
+)
 from app.triton.inference import AsyncResponseIterator, infer_once
 
 __all__ = ["ModelReplica", "parse_version"]
@@ -328,6 +336,8 @@ class ModelReplica:
             return found
         try:
             config = self.server.model(model, version).config()
+        except NotFoundError as exc:
+            raise self._not_found(model, exc) from exc
         except TritonError as exc:
             raise from_triton(exc) from exc
         inputs = tuple(
@@ -343,6 +353,18 @@ class ModelReplica:
         found = _ModelShape(inputs, config.max_batch_size, config.decoupled, label)
         self._shapes[key] = found
         return found
+
+    def _not_found(self, model: str, exc: TritonError) -> ServingError:
+        """A configured model Triton does not know: 503 if it is not loaded (it may
+        be again), 404 if it is but the version asked for does not exist."""
+        try:
+            loaded = self.server.model(model).ready()
+        except TritonError:
+            loaded = False
+        if loaded:
+            return from_triton(exc)
+        reason = self.load_errors.get(model) or "it is not loaded"
+        return Unavailable(f"model '{model}' is not ready: {reason}", retry_after=5)
 
     async def _generate_request(self, model: str, version: int, body: bytes) -> InferenceRequest:
         shape = await self._shape(model, version)

@@ -7,6 +7,7 @@ for 0.5 GPU cannot be placed.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -71,14 +72,12 @@ def _wait_for_models(url: str, models: list[str], timeout: float) -> None:
     while pending:
         if time.monotonic() > deadline:
             raise TimeoutError(f"models not ready after {timeout} s: {pending}")
-        try:
+        with contextlib.suppress(httpx.HTTPError):
             pending = [
                 m
                 for m in pending
                 if httpx.get(f"{url}/v2/models/{m}/ready", timeout=10).status_code != 200
             ]
-        except httpx.HTTPError:
-            pass
         if pending:
             time.sleep(1)
 
