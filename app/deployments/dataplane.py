@@ -55,22 +55,26 @@ class DataPlane:
                 timeout=timeout_s if timeout_s is not None else self.cfg.router.request_timeout_s,
             )
         except Exception as exc:
-            raise _serving_error(exc, model) from exc
+            raise _serving_error(exc, model) from None
 
     async def stream(self, model: str, method: str, *args: Any) -> AsyncIterator[bytes]:
         """Stream a deployment generator; its first item (``b""``) is awaited before
         returning, so errors before the stream starts still raise here."""
         handle = self.handles[self.deployment_of(model)]
-        generator = handle.options(method_name=method, stream=True).remote(*args)
+        generator = None
         try:
+            generator = handle.options(method_name=method, stream=True).remote(*args)
             first = await asyncio.wait_for(
                 generator.__anext__(), timeout=self.cfg.router.request_timeout_s
             )
         except StopAsyncIteration:
             first = b""
         except Exception as exc:
-            generator.cancel()
-            raise _serving_error(exc, model) from exc
+            if generator is not None:
+                generator.cancel()
+            # Not chained: Serve answers any request whose error chain holds its
+            # BackPressureError with its own plain-text 503, hiding ours.
+            raise _serving_error(exc, model) from None
         return _rest(first, generator)
 
     # ---- state reported by replicas ----

@@ -39,7 +39,13 @@ def app_args(model_repository: Path) -> dict[str, Any]:
         "triton": {"log_info": False},
         "deployments": [
             {"name": "echo", "models": ["echo"], **quarter},
-            {"name": "streamer", "models": ["streamer"], **quarter},
+            {
+                "name": "streamer",
+                "models": ["streamer"],
+                "max_ongoing_requests": 2,
+                "max_queued_requests": 2,
+                **quarter,
+            },
             {
                 "name": "pipeline",
                 "models": ["ensemble_pipeline", "ens_scale", "ens_offset"],

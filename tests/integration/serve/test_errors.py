@@ -135,3 +135,26 @@ def test_bad_requests_do_not_disturb_others(serve_url: str) -> None:
     ok = _infer(serve_url, "echo", json.dumps({"inputs": [FP32_INPUT]}))
     assert ok.status_code == 200
     assert ok.json()["outputs"][0]["data"] == [1.0, 2.0]
+
+
+async def test_full_queue_is_503_with_retry_after(serve_url: str) -> None:
+    """streamer takes 2 requests at a time and queues 2 more; the rest are shed."""
+    import asyncio
+
+    async with httpx.AsyncClient(timeout=60) as client:
+
+        async def one() -> httpx.Response:
+            return await client.post(
+                f"{serve_url}/v2/models/streamer/generate_stream",
+                json={"COUNT": 3, "DELAY_MS": 500},
+            )
+
+        responses = await asyncio.gather(*(one() for _ in range(10)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) >= 2
+    shed = [r for r in responses if r.status_code == 503]
+    assert shed, statuses
+    # Serve answers these itself (plain text, no Retry-After) before our error
+    # handlers see them; README lists this under known gaps.
+    assert "max_queued_requests=2" in shed[0].text
+    assert set(statuses) <= {200, 503}
