@@ -18,7 +18,7 @@ install: $(STAMP)
 
 # A local Ray head that declares LOGICAL_GPUS logical GPUs (fractional packing on CPU);
 # it is stopped again when `serve run` ends (Ctrl-C).
-LOGICAL_GPUS ?= 1
+LOGICAL_GPUS ?= 2
 serve: install
 	@bash -c 'trap "$(VENV)/bin/ray stop --force >/dev/null 2>&1" EXIT; \
 	  $(VENV)/bin/ray start --head --num-gpus=$(LOGICAL_GPUS) --disable-usage-stats >/dev/null && \

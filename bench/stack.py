@@ -76,6 +76,8 @@ EMBED_DIM = 384
 STACK_READY_TIMEOUT_S = 300.0
 WARMUP_ROUNDS = 2  # warm-up lasts at least until this many requests per worker completed
 WARMUP_LIMIT_S = 120.0  # ...and gives up after this long
+WINDOW_LATENCIES = 20  # a window lasts at least this many warm-up latencies...
+MAX_WINDOW_S = 60.0  # ...but no longer than this
 MAX_ERRORS = 50  # a cell stops after this many failed requests
 REQUEST_TIMEOUT_S = 60.0
 SETTLE_S = 2.0  # pause after a target stops, so its processes are gone before the next
@@ -204,6 +206,9 @@ class Window:
 
     Warm-up lasts ``warmup_s`` and at least until ``WARMUP_ROUNDS`` requests per worker
     completed, so connection setup and the first (slow) batches stay out of the window.
+    The window lasts ``duration_s``, or longer when requests are slow (big batches): at
+    least ``WINDOW_LATENCIES`` warm-up latencies (at most ``MAX_WINDOW_S``), so that a
+    batch finishing just inside or just outside it moves requests/s by a few percent.
     """
 
     def __init__(self, concurrency: int, warmup_s: float, duration_s: float) -> None:
@@ -211,22 +216,35 @@ class Window:
         self.warmup_until = self.opened + warmup_s
         self.needed = WARMUP_ROUNDS * concurrency
         self.duration_s = duration_s
-        self.completed = 0
+        self.warmup_latencies: list[float] = []
         self.start = math.inf
         self.end = math.inf
+
+    @property
+    def seconds(self) -> float:
+        """Length of the window (0 if it never opened)."""
+        span = self.end - self.start
+        return span if math.isfinite(span) and span > 0 else 0.0
+
+    def stop(self) -> None:
+        """End the window now (or before it opens): every worker stops."""
+        now = time.perf_counter()
+        self.end = min(self.end, now) if self.start <= now else -math.inf
 
     def record(self, t0: float, t1: float, out: list[float]) -> None:
         if self.start <= t1 <= self.end:
             out.append(t1 - t0)
         elif t1 < self.start:
-            self.completed += 1
+            self.warmup_latencies.append(t1 - t0)
 
     def poll(self) -> None:
         if self.start != math.inf:
             return
         now = time.perf_counter()
-        if now >= self.warmup_until and self.completed >= self.needed:
-            self.start, self.end = now, now + self.duration_s
+        if now >= self.warmup_until and len(self.warmup_latencies) >= self.needed:
+            recent = self.warmup_latencies[-self.needed :]
+            slow = min(WINDOW_LATENCIES * statistics.median(recent), MAX_WINDOW_S)
+            self.start, self.end = now, now + max(self.duration_s, slow)
         elif now - self.opened > WARMUP_LIMIT_S:
             raise RuntimeError(f"warm-up did not finish within {WARMUP_LIMIT_S:.0f} s")
 
@@ -267,7 +285,7 @@ async def _measure_cell(
             else:
                 failures.append(why)
                 if len(failures) >= MAX_ERRORS:
-                    window.end = -math.inf  # stop every worker
+                    window.stop()
                     return
                 await asyncio.sleep(0.01)
             window.poll()
@@ -275,14 +293,15 @@ async def _measure_cell(
     results: list[list[float]] = [[] for _ in range(concurrency)]
     await asyncio.gather(*(worker(r) for r in results))
     ordered = sorted(x for r in results for x in r)
+    seconds = window.seconds or duration_s
     return Cell(
         target=target,
         model=spec.model,
         concurrency=concurrency,
         requests=len(ordered),
         errors=len(failures),
-        seconds=duration_s,
-        rps=len(ordered) / duration_s,
+        seconds=seconds,
+        rps=len(ordered) / seconds,
         p50_ms=_percentile(ordered, 0.50),
         p99_ms=_percentile(ordered, 0.99),
         mean_ms=statistics.fmean(ordered) * 1e3 if ordered else math.nan,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -49,6 +50,7 @@ __all__ = ["ModelReplica", "parse_version"]
 
 log = logging.getLogger(__name__)
 
+LARGE_JSON_BYTES = 256 * 1024
 _VERSION = re.compile(r"^[0-9]{1,18}$")
 
 
@@ -122,12 +124,16 @@ class ModelReplica:
         self, model: str, version: str | None, body: bytes, header_length: int | None
     ) -> tuple[bytes, int | None]:
         number = self._owned(model, version)
-        decoded = decode_infer_request(
+        decode = functools.partial(
+            decode_infer_request,
             body,
             header_length,
             max_elements=self.cfg.max_tensor_elements,
             max_bytes_element=self.cfg.max_bytes_element_bytes,
         )
+        # Large JSON tensors take long enough to parse to stall other requests.
+        json_bytes = len(body) if header_length is None else header_length
+        decoded = await asyncio.to_thread(decode) if json_bytes > LARGE_JSON_BYTES else decode()
         shape = await self._shape(model, number)
         if shape.decoupled:
             raise BadRequest(f"model '{model}' is decoupled; use generate_stream or gRPC streaming")

@@ -28,23 +28,28 @@ class Bert:
         w = load_file(str(directory / "model.safetensors"))
         w = {k.removeprefix("bert."): v.float().contiguous() for k, v in w.items()}
         self.word = w["embeddings.word_embeddings.weight"]
+        self.vocab_size = self.word.shape[0]
         self.position = w["embeddings.position_embeddings.weight"]
         self.token_type0 = w["embeddings.token_type_embeddings.weight"][0]
-        self.emb_norm = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
+
+        def pair(name):
+            return w[name + ".weight"], w[name + ".bias"]
+
+        self.emb_norm = pair("embeddings.LayerNorm")
         self.layers = []
         for i in range(int(config["num_hidden_layers"])):
             p = f"encoder.layer.{i}."
             # Q, K and V as one [3H, H] projection: one matmul instead of three.
-            qkv_w = torch.cat([w[p + f"attention.self.{n}.weight"] for n in ("query", "key", "value")])
-            qkv_b = torch.cat([w[p + f"attention.self.{n}.bias"] for n in ("query", "key", "value")])
+            q, k, v = (pair(p + f"attention.self.{n}") for n in ("query", "key", "value"))
+            qkv = (torch.cat([q[0], k[0], v[0]]), torch.cat([q[1], k[1], v[1]]))
             self.layers.append(
                 (
-                    (qkv_w, qkv_b),
-                    (w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"]),
-                    (w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"]),
-                    (w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]),
-                    (w[p + "output.dense.weight"], w[p + "output.dense.bias"]),
-                    (w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"]),
+                    qkv,
+                    pair(p + "attention.output.dense"),
+                    pair(p + "attention.output.LayerNorm"),
+                    pair(p + "intermediate.dense"),
+                    pair(p + "output.dense"),
+                    pair(p + "output.LayerNorm"),
                 )
             )
 

@@ -14,6 +14,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -32,10 +33,8 @@ def set_threads(config):
     """torch intra-op threads from the config parameter "num_threads" (default 1)."""
     value = config.get("parameters", {}).get("num_threads", {}).get("string_value", "1")
     torch.set_num_threads(max(1, int(value)))
-    try:
+    with contextlib.suppress(RuntimeError):  # only settable once per process
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # only settable once per process
-        pass
 
 
 class TritonPythonModel:

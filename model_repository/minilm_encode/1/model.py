@@ -11,6 +11,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -29,45 +30,51 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         threads = config.get("parameters", {}).get("num_threads", {}).get("string_value", "1")
         torch.set_num_threads(max(1, int(threads)))
-        try:
+        with contextlib.suppress(RuntimeError):  # only settable once per process
             torch.set_num_interop_threads(1)
-        except RuntimeError:  # only settable once per process
-            pass
         self._bert = Bert(model_dir())
 
+    def _check(self, ids, mask):
+        """Why this request cannot run, or None."""
+        if ids.shape != mask.shape:
+            return f"INPUT_IDS {list(ids.shape)} and ATTENTION_MASK {list(mask.shape)} differ"
+        if ids.shape[1] > self._bert.max_positions:
+            return f"{ids.shape[1]} tokens > {self._bert.max_positions}"
+        if ids.size and (ids.min() < 0 or ids.max() >= self._bert.vocab_size):
+            return f"INPUT_IDS must be in [0, {self._bert.vocab_size})"
+        return None
+
     def execute(self, requests):
-        ids = []
-        masks = []
-        for request in requests:
-            ids.append(pb_utils.get_input_tensor_by_name(request, "INPUT_IDS").as_numpy())
-            masks.append(pb_utils.get_input_tensor_by_name(request, "ATTENTION_MASK").as_numpy())
-        bad = [i for i, (a, m) in enumerate(zip(ids, masks)) if a.shape != m.shape]
-        length = max(a.shape[1] for a in ids)
-        all_ids = np.zeros((sum(a.shape[0] for a in ids), length), dtype=np.int64)
-        all_mask = np.zeros_like(all_ids)
-        row = 0
-        for idx, (a, m) in enumerate(zip(ids, masks)):
-            if idx not in bad:
-                all_ids[row : row + a.shape[0], : a.shape[1]] = a
-                all_mask[row : row + a.shape[0], : a.shape[1]] = m
-            row += a.shape[0]
-        hidden = self._bert(torch.from_numpy(all_ids), torch.from_numpy(all_mask)).numpy()
-        responses = []
-        row = 0
-        for idx, (a, m) in enumerate(zip(ids, masks)):
-            if idx in bad:
-                message = f"INPUT_IDS {list(a.shape)} and ATTENTION_MASK {list(m.shape)} differ"
-                responses.append(
-                    pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
-                    )
-                )
+        inputs = []
+        errors = {}
+        for idx, request in enumerate(requests):
+            ids = pb_utils.get_input_tensor_by_name(request, "INPUT_IDS").as_numpy()
+            mask = pb_utils.get_input_tensor_by_name(request, "ATTENTION_MASK").as_numpy()
+            problem = self._check(ids, mask)
+            if problem is None:
+                inputs.append((idx, ids, mask))
             else:
-                out = np.ascontiguousarray(hidden[row : row + a.shape[0], : a.shape[1]])
-                responses.append(
-                    pb_utils.InferenceResponse(
-                        output_tensors=[pb_utils.Tensor("TOKEN_EMBEDDINGS", out)]
-                    )
+                errors[idx] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG)
                 )
-            row += a.shape[0]
-        return responses
+        outputs = {}
+        if inputs:
+            # One forward pass; requests shorter than the longest are padded (masked out).
+            length = max(ids.shape[1] for _, ids, _ in inputs)
+            rows = sum(ids.shape[0] for _, ids, _ in inputs)
+            all_ids = np.zeros((rows, length), dtype=np.int64)
+            all_mask = np.zeros_like(all_ids)
+            row = 0
+            for _, ids, mask in inputs:
+                all_ids[row : row + len(ids), : ids.shape[1]] = ids
+                all_mask[row : row + len(ids), : ids.shape[1]] = mask
+                row += len(ids)
+            hidden = self._bert(torch.from_numpy(all_ids), torch.from_numpy(all_mask)).numpy()
+            row = 0
+            for idx, ids, _ in inputs:
+                out = np.ascontiguousarray(hidden[row : row + len(ids), : ids.shape[1]])
+                outputs[idx] = pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor("TOKEN_EMBEDDINGS", out)]
+                )
+                row += len(ids)
+        return [errors[i] if i in errors else outputs[i] for i in range(len(requests))]

@@ -5,6 +5,11 @@ Mean over the unmasked tokens, L2-normalized; the same function `minilm` uses
 cheap, and requests may differ in L.
 """
 
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
 import sys
 from pathlib import Path
 

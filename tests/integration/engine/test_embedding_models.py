@@ -212,3 +212,15 @@ async def test_concurrent_requests_are_batched(embedding_server: Server) -> None
 async def test_more_than_max_batch_size_is_rejected(embedding_server: Server, model: str) -> None:
     with pytest.raises(InvalidArgumentError, match="batch-size must be <= 64"):
         await _embed(embedding_server, model, *(["x"] * 65))
+
+
+async def test_pipeline_steps_check_their_inputs(embedding_server: Server) -> None:
+    encode = embedding_server.model("minilm_encode")
+    ids = np.array([[101, 4937, 102]], dtype=np.int64)
+    response = await encode.infer({"INPUT_IDS": ids, "ATTENTION_MASK": np.ones_like(ids)})
+    assert response.outputs["TOKEN_EMBEDDINGS"].shape == (1, 3, DIM)
+    bad = np.array([[101, 99999, 102]], dtype=np.int64)
+    with pytest.raises(InvalidArgumentError, match=r"INPUT_IDS must be in \[0, 30522\)"):
+        await encode.infer({"INPUT_IDS": bad, "ATTENTION_MASK": np.ones_like(bad)})
+    with pytest.raises(InvalidArgumentError, match="differ"):
+        await encode.infer({"INPUT_IDS": ids, "ATTENTION_MASK": np.ones((1, 2), np.int64)})
