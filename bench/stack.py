@@ -61,6 +61,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 APP_NAME = "triton"
+STACK_HOST = "127.0.0.1"
 MODELS = ("echo", "minilm")
 TARGETS = ("stack", "standalone")
 CONCURRENCY = (1, 16, 64)
@@ -77,7 +78,8 @@ STACK_READY_TIMEOUT_S = 300.0
 WARMUP_ROUNDS = 2  # warm-up lasts at least until this many requests per worker completed
 WARMUP_LIMIT_S = 120.0  # ...and gives up after this long
 WINDOW_LATENCIES = 20  # a window lasts at least this many warm-up latencies...
-MAX_WINDOW_S = 60.0  # ...but no longer than this
+MAX_WINDOW_FACTOR = 10.0  # ...but no longer than this many times --duration
+MAX_WINDOW_S = 60.0  # ...nor than this
 MAX_ERRORS = 50  # a cell stops after this many failed requests
 REQUEST_TIMEOUT_S = 60.0
 SETTLE_S = 2.0  # pause after a target stops, so its processes are gone before the next
@@ -198,7 +200,61 @@ class Cell:
     p50_ms: float
     p99_ms: float
     mean_ms: float
+    server_cpu_s: float = math.nan  # CPU time of the target's processes in the window
+    client_cpu_s: float = math.nan  # CPU time of the client process in the window
     first_error: str = ""
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.server_cpu_s * 1e3 / self.requests if self.requests else math.nan
+
+    @property
+    def client_ms_per_request(self) -> float:
+        return self.client_cpu_s * 1e3 / self.requests if self.requests else math.nan
+
+
+CpuSnapshot = dict[int, int]  # pid -> utime + stime in clock ticks
+
+
+def process_tree(root: int, exclude: int) -> list[int]:
+    """``root`` and its descendants, without ``exclude`` and its descendants (Linux)."""
+    children: dict[int, list[int]] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    tree: list[int] = []
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid != exclude:
+            tree.append(pid)
+            todo += children.get(pid, [])
+    return tree
+
+
+def cpu_snapshot(pids: Sequence[int]) -> CpuSnapshot:
+    ticks: CpuSnapshot = {}
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks[pid] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def cpu_seconds(start: CpuSnapshot, end: CpuSnapshot) -> float:
+    """CPU used between two snapshots by the processes alive at both."""
+    ticks = sum(end[pid] - start[pid] for pid in end if pid in start)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class Window:
@@ -207,11 +263,17 @@ class Window:
     Warm-up lasts ``warmup_s`` and at least until ``WARMUP_ROUNDS`` requests per worker
     completed, so connection setup and the first (slow) batches stay out of the window.
     The window lasts ``duration_s``, or longer when requests are slow (big batches): at
-    least ``WINDOW_LATENCIES`` warm-up latencies (at most ``MAX_WINDOW_S``), so that a
-    batch finishing just inside or just outside it moves requests/s by a few percent.
+    least ``WINDOW_LATENCIES`` warm-up latencies (capped), so that a batch finishing just
+    inside or just outside it moves requests/s by a few percent only.
     """
 
-    def __init__(self, concurrency: int, warmup_s: float, duration_s: float) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        warmup_s: float,
+        duration_s: float,
+        probe: Callable[[], CpuSnapshot] | None = None,
+    ) -> None:
         self.opened = time.perf_counter()
         self.warmup_until = self.opened + warmup_s
         self.needed = WARMUP_ROUNDS * concurrency
@@ -219,6 +281,10 @@ class Window:
         self.warmup_latencies: list[float] = []
         self.start = math.inf
         self.end = math.inf
+        self.probe = probe
+        self.cpu_start: CpuSnapshot | None = None
+        self.cpu_end: CpuSnapshot | None = None
+        self.client_cpu = (math.nan, math.nan)
 
     @property
     def seconds(self) -> float:
@@ -230,6 +296,21 @@ class Window:
         """End the window now (or before it opens): every worker stops."""
         now = time.perf_counter()
         self.end = min(self.end, now) if self.start <= now else -math.inf
+
+    def close_probe(self) -> None:
+        """Take the end-of-window CPU readings (once)."""
+        if math.isnan(self.client_cpu[1]):
+            self.client_cpu = (self.client_cpu[0], time.process_time())
+        if self.probe is not None and self.cpu_start is not None and self.cpu_end is None:
+            self.cpu_end = self.probe()
+
+    def client_cpu_s(self) -> float:
+        return self.client_cpu[1] - self.client_cpu[0]
+
+    def server_cpu_s(self) -> float:
+        if self.cpu_start is None or self.cpu_end is None:
+            return math.nan
+        return cpu_seconds(self.cpu_start, self.cpu_end)
 
     def record(self, t0: float, t1: float, out: list[float]) -> None:
         if self.start <= t1 <= self.end:
@@ -243,8 +324,16 @@ class Window:
         now = time.perf_counter()
         if now >= self.warmup_until and len(self.warmup_latencies) >= self.needed:
             recent = self.warmup_latencies[-self.needed :]
-            slow = min(WINDOW_LATENCIES * statistics.median(recent), MAX_WINDOW_S)
+            slow = min(
+                WINDOW_LATENCIES * statistics.median(recent),
+                MAX_WINDOW_FACTOR * self.duration_s,
+                MAX_WINDOW_S,
+            )
             self.start, self.end = now, now + max(self.duration_s, slow)
+            self.client_cpu = (time.process_time(), math.nan)
+            if self.probe is not None:
+                self.cpu_start = self.probe()
+            asyncio.get_running_loop().call_later(self.end - now, self.close_probe)
         elif now - self.opened > WARMUP_LIMIT_S:
             raise RuntimeError(f"warm-up did not finish within {WARMUP_LIMIT_S:.0f} s")
 
@@ -262,11 +351,23 @@ async def _measure_cell(
     concurrency: int,
     warmup_s: float,
     duration_s: float,
+    cpu_root: int,
 ) -> Cell:
-    """``concurrency`` tasks posting ``spec`` back to back on the shared client."""
+    """``concurrency`` tasks posting ``spec`` back to back on the shared client.
+
+    With ``cpu_root`` (a pid), the CPU time of that process and its descendants (this
+    process excepted) during the window is measured too.
+    """
     import httpx
 
-    window = Window(concurrency, warmup_s, duration_s)
+    probe: Callable[[], CpuSnapshot] | None = None
+    if cpu_root:
+        pids = process_tree(cpu_root, exclude=os.getpid())
+
+        def probe() -> CpuSnapshot:
+            return cpu_snapshot(pids)
+
+    window = Window(concurrency, warmup_s, duration_s, probe)
     clock = time.perf_counter
     failures: list[str] = []
 
@@ -292,6 +393,7 @@ async def _measure_cell(
 
     results: list[list[float]] = [[] for _ in range(concurrency)]
     await asyncio.gather(*(worker(r) for r in results))
+    window.close_probe()  # if the window ended early
     ordered = sorted(x for r in results for x in r)
     seconds = window.seconds or duration_s
     return Cell(
@@ -305,6 +407,8 @@ async def _measure_cell(
         p50_ms=_percentile(ordered, 0.50),
         p99_ms=_percentile(ordered, 0.99),
         mean_ms=statistics.fmean(ordered) * 1e3 if ordered else math.nan,
+        server_cpu_s=window.server_cpu_s(),
+        client_cpu_s=window.client_cpu_s(),
         first_error=failures[0] if failures else "",
     )
 
@@ -320,6 +424,7 @@ class ClientJob:
     warmup_s: float
     duration_s: float
     loop: str
+    cpu_root: int  # the target's root process (0: no CPU accounting)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -384,7 +489,9 @@ async def run_job(job: ClientJob) -> ModelResult:
         check_output(spec, output)
         result = ModelResult(job.target, spec.model, output)
         for conc in job.concurrency:
-            cell = await _measure_cell(client, spec, job.target, conc, job.warmup_s, job.duration_s)
+            cell = await _measure_cell(
+                client, spec, job.target, conc, job.warmup_s, job.duration_s, job.cpu_root
+            )
             _progress(cell)
             result.cells[conc] = cell
     return result
@@ -427,7 +534,9 @@ def _progress(cell: Cell) -> None:
     errors = f"  {cell.errors} errors: {cell.first_error}" if cell.errors else ""
     print(
         f"  {cell.target:<10} {cell.model:<7} c={cell.concurrency:<3} {cell.requests:>7} req "
-        f"{cell.rps:>9.1f} rps  p50 {cell.p50_ms:8.3f} ms  p99 {cell.p99_ms:8.3f} ms{errors}",
+        f"{cell.rps:>9.1f} rps  p50 {cell.p50_ms:8.3f} ms  p99 {cell.p99_ms:8.3f} ms  "
+        f"CPU/req server {cell.cpu_ms_per_request:6.2f} ms client "
+        f"{cell.client_ms_per_request:5.2f} ms{errors}",
         file=sys.stderr,
         flush=True,
     )
@@ -465,7 +574,7 @@ def _server_version(url: str) -> str:
     return str(json.loads(body).get("version") or "?")
 
 
-def _measure_models(target: str, url: str, settings: Settings) -> list[ModelResult]:
+def _measure_models(target: str, url: str, cpu_root: int, settings: Settings) -> list[ModelResult]:
     results = []
     for model in settings.models:
         job = ClientJob(
@@ -476,6 +585,7 @@ def _measure_models(target: str, url: str, settings: Settings) -> list[ModelResu
             warmup_s=settings.warmup_s,
             duration_s=settings.duration_s,
             loop=settings.loop,
+            cpu_root=cpu_root,
         )
         results.append(run_client(job, settings.client))
     return results
@@ -522,7 +632,11 @@ def _wait_stack_ready(url: str, models: Sequence[str], timeout_s: float) -> None
 
 
 def _direct_ingress_url(serve_port: int) -> str:
-    """The router replica's own HTTP port (direct ingress), from the controller."""
+    """The router replica's own HTTP port (direct ingress), from the controller.
+
+    The controller reports the node's IP, but the replica binds the host of Serve's
+    ``http_options`` (127.0.0.1 here), so only the port is taken from it.
+    """
     import ray
     from ray.serve.context import _get_global_client
 
@@ -535,7 +649,7 @@ def _direct_ingress_url(serve_port: int) -> str:
             continue
         for target in group.targets:
             if int(target.port) != serve_port:
-                return f"http://{target.ip}:{target.port}"
+                return f"http://{STACK_HOST}:{target.port}"
     raise RuntimeError(
         "no direct-ingress HTTP target: set --serve-env RAY_SERVE_ENABLE_DIRECT_INGRESS=1 "
         "(or RAY_SERVE_THROUGHPUT_OPTIMIZED=1)"
@@ -555,9 +669,9 @@ def measure_stack(settings: Settings, meta: dict[str, Any]) -> list[ModelResult]
     port = find_free_port()
     ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.start(http_options={"host": STACK_HOST, "port": port})
         serve._run(build_app(stack_args(settings.models)), _blocking=False, name=APP_NAME)
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://{STACK_HOST}:{port}"
         _wait_stack_ready(url, settings.models, STACK_READY_TIMEOUT_S)
         meta["stack_triton"] = _server_version(url)
         if settings.stack_endpoint == "direct":
@@ -565,7 +679,9 @@ def measure_stack(settings: Settings, meta: dict[str, Any]) -> list[ModelResult]
             _wait_stack_ready(url, settings.models, 60.0)
         meta["stack_url"] = url
         print(f"stack ({url}):", file=sys.stderr, flush=True)
-        return _measure_models("stack", url, settings)
+        # Ray's processes (GCS, raylet, Serve's actors, Triton's stubs) are this one's
+        # descendants (address="local"), so the CPU they use is counted from here.
+        return _measure_models("stack", url, os.getpid(), settings)
     finally:
         shutdown: Callable[[], None] = serve.shutdown
         with contextlib.suppress(Exception):
@@ -580,7 +696,7 @@ def measure_standalone(settings: Settings, meta: dict[str, Any]) -> list[ModelRe
         url = f"http://127.0.0.1:{server.http_port}"
         meta["standalone_triton"] = _server_version(url)
         print(f"standalone tritonserver ({url}):", file=sys.stderr, flush=True)
-        return _measure_models("standalone", url, settings)
+        return _measure_models("standalone", url, server.pid or 0, settings)
 
 
 # ---- report ----
@@ -620,6 +736,23 @@ def render(
         lines.append(
             f"| {r.model} | {r.target} | {r.cells[1].p50_ms:.3f} | {r.cells[1].p99_ms:.3f} "
             + " ".join(f"| {r.cells[c].rps:.0f}" for c in CONCURRENCY)
+            + " |"
+        )
+    lines += [
+        "",
+        "CPU ms per request. Server: every process of the target (for the stack Ray's "
+        "own, Serve's proxy, router and replicas, Triton's stubs; for standalone, "
+        "tritonserver and its stubs). Client: the client process.",
+        "",
+        "| model | target | server@1 | server@16 | server@64 | client@1 | client@16 | client@64 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.model} | {r.target} "
+            + " ".join(f"| {r.cells[c].cpu_ms_per_request:.2f}" for c in CONCURRENCY)
+            + " "
+            + " ".join(f"| {r.cells[c].client_ms_per_request:.2f}" for c in CONCURRENCY)
             + " |"
         )
     failed = [c for r in results for c in r.cells.values() if c.errors]

@@ -185,7 +185,8 @@ class Tensor:
             return cls(dtype, tuple(arr.shape), serialize_bytes_tensor(arr))
         if arr.dtype != dtype.numpy_dtype:
             arr = arr.astype(dtype.numpy_dtype)
-        arr = np.ascontiguousarray(arr)
+        if not arr.flags.c_contiguous:  # (ascontiguousarray would make a 0-d array 1-d)
+            arr = arr.copy(order="C")
         # Hand over a uint8 view: the buffer protocol cannot export bfloat16's format.
         return cls(dtype, tuple(arr.shape), arr.reshape(-1).view(np.uint8))
 

@@ -275,11 +275,6 @@ def test_tensor_empty() -> None:
     assert empty.byte_size == 0 and empty.to_numpy().shape == (0, 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: Tensor.from_numpy uses np.ascontiguousarray, which turns a 0-d "
-    "array into shape (1,)",
-)
 def test_tensor_scalar_keeps_its_shape() -> None:
     scalar = Tensor.from_numpy(np.float32(2.0))
     assert scalar.shape == ()

@@ -10,12 +10,19 @@ per request, e.g. a stream never removed from the dispatcher). Measured on a 2-c
 harness leaking one 17-byte ``bytes`` per request (~64 B with its list slot) grew +7.0 MB.
 The 4 MB bound is 20x the noise and still catches any leak above ~45 bytes per request
 (a 20 MB bound would miss that one).
+
+The shim's counters are process-wide, and other tests of this package leave requests
+behind in event loops that ended before Triton answered them (the engine bug shown by
+``test_requests_outliving_their_loop_are_freed``), so each test compares the counters
+with their value when it started: zero when the slow tests run alone (``make test-slow``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import os
 import time
 from pathlib import Path
 
@@ -28,6 +35,8 @@ TOTAL = 100_000
 WARMUP = 10_000
 CONCURRENCY = 16
 RSS_GROWTH_LIMIT_MB = 4.0
+
+pytestmark = pytest.mark.slow
 
 
 def _rss_mb() -> float:
@@ -85,9 +94,10 @@ async def _drive(server: Server, mix: _Mix, start: int, stop: int) -> None:
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
 async def test_100k_requests_leak_nothing(server: Server) -> None:
+    gc.collect()
+    live_before = _shim.stats()
     mix = _Mix()
     started = time.monotonic()
     await _drive(server, mix, 0, WARMUP)
@@ -104,13 +114,14 @@ async def test_100k_requests_leak_nothing(server: Server) -> None:
     )
     assert sum(mix.counts.values()) == TOTAL
     assert mix.counts["rejected"] == mix.counts["model_error"] == TOTAL // 100
-    assert _shim.stats() == {"live_buffers": 0, "live_requests": 0, "live_events": 0}
+    assert _shim.stats() == live_before
     assert rss_end - rss_warm < RSS_GROWTH_LIMIT_MB
 
 
-@pytest.mark.slow
 async def test_cancelled_requests_leak_nothing(server: Server) -> None:
     """Requests cancelled while they wait in Triton release everything once Triton is done."""
+    gc.collect()
+    live_before = _shim.stats()
     model = server.model("echo")
     x = np.ones((1, 4), np.float32)
     for _ in range(20):
@@ -129,11 +140,39 @@ async def test_cancelled_requests_leak_nothing(server: Server) -> None:
     gc.collect()
     # Cancelled requests still complete in Triton; wait until the shim saw the last one.
     for _ in range(200):  # up to 10 s
-        if not _shim.stats()["live_requests"]:
+        if _shim.stats()["live_requests"] == live_before["live_requests"]:
             break
         await asyncio.sleep(0.05)
     response = await model.infer({"INPUT_FP32": x})
     assert response.outputs["OUTPUT_FP32"].tolist() == x.tolist()
     del response  # its output array is a live buffer
     await asyncio.sleep(0.2)
-    assert _shim.stats() == {"live_buffers": 0, "live_requests": 0, "live_events": 0}
+    assert _shim.stats() == live_before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: responses and release events that arrive after their event loop "
+    "ended stay queued forever (ReqCtx, events, output buffers, pinned inputs), and every "
+    "loop's dispatcher and eventfd is kept (_DISPATCHERS' values hold their keys)",
+)
+def test_requests_outliving_their_loop_are_freed(server: Server) -> None:
+    """``asyncio.run`` per request, and requests still in Triton when their loop ends."""
+    model = server.model("echo")
+    x = np.ones((1, 4), np.float32)
+
+    async def abandon() -> None:
+        with contextlib.suppress(TimeoutError):  # Triton still holds it when the loop ends
+            await asyncio.wait_for(
+                model.infer({"INPUT_FP32": x}, parameters={"delay_ms": 100}), 0.02
+            )
+
+    gc.collect()
+    live_before, fds_before = _shim.stats(), len(os.listdir("/proc/self/fd"))
+    for _ in range(10):
+        asyncio.run(model.infer({"INPUT_FP32": x}))
+        asyncio.run(abandon())
+    time.sleep(1.0)  # Triton answered and released every request long ago
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) - fds_before < 5  # not one eventfd per loop
+    assert _shim.stats() == live_before
