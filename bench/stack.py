@@ -497,7 +497,19 @@ async def run_job(job: ClientJob) -> ModelResult:
     return result
 
 
+def _fail_fast_imports() -> None:
+    """httpcore runs ``import sniffio`` on every request; sniffio is optional (anyio 4
+    no longer needs it), and a failed import scans ``sys.path`` each time, a good part
+    of the client's CPU. A ``None`` entry in ``sys.modules`` makes it fail at once."""
+    import importlib.util
+
+    if importlib.util.find_spec("sniffio") is None:
+        modules: dict[str, Any] = sys.modules
+        modules["sniffio"] = None
+
+
 def _run_loop(job: ClientJob) -> ModelResult:
+    _fail_fast_imports()
     if job.loop == "uvloop":
         import uvloop
 
@@ -656,6 +668,38 @@ def _direct_ingress_url(serve_port: int) -> str:
     )
 
 
+DRAIN_ENV = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
+
+
+def direct_ingress_on(env: dict[str, str]) -> bool:
+    """Whether Serve will run direct ingress with ``env`` (as its constants decide)."""
+    if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        return True
+    if "RAY_SERVE_ENABLE_DIRECT_INGRESS" in env:
+        return env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    return env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1"
+
+
+def serve_env_with_defaults(serve_env: dict[str, str]) -> dict[str, str]:
+    """``--serve-env`` plus the bench's defaults: with direct ingress, no 30 s drain of
+    the ingress replica at shutdown (Serve's default outlasts ``serve.shutdown``'s own
+    30 s, and Ray then kills the replicas before Triton is stopped)."""
+    env = dict(serve_env)
+    if direct_ingress_on({**os.environ, **env}) and DRAIN_ENV not in os.environ:
+        env.setdefault(DRAIN_ENV, "0")
+    return env
+
+
+def _leftover_shm(pids: Sequence[int]) -> list[Path]:
+    """In-process Triton shm regions (``tsrv<pid>x0_*``) of processes that are gone."""
+    return [
+        region
+        for pid in pids
+        if not Path(f"/proc/{pid}").exists()
+        for region in Path("/dev/shm").glob(f"tsrv{pid}x0_*")
+    ]
+
+
 def measure_stack(settings: Settings, meta: dict[str, Any]) -> list[ModelResult]:
     """Ray in this process, the application, the client; Ray is shut down on return."""
     from bench._standalone import find_free_port
@@ -683,10 +727,23 @@ def measure_stack(settings: Settings, meta: dict[str, Any]) -> list[ModelResult]
         # descendants (address="local"), so the CPU they use is counted from here.
         return _measure_models("stack", url, os.getpid(), settings)
     finally:
+        ray_pids = process_tree(os.getpid(), exclude=-1)
         shutdown: Callable[[], None] = serve.shutdown
         with contextlib.suppress(Exception):
             shutdown()
         ray.shutdown()
+        time.sleep(SETTLE_S)
+        leftover = _leftover_shm(ray_pids)
+        if leftover:
+            print(
+                f"warning: the stack left {len(leftover)} Triton shm region(s) in /dev/shm "
+                "(a replica was killed before it stopped Triton); removing them",
+                file=sys.stderr,
+            )
+            meta["leftover_shm"] = [str(p) for p in leftover]
+            for region in leftover:
+                with contextlib.suppress(OSError):
+                    region.unlink()
 
 
 def measure_standalone(settings: Settings, meta: dict[str, Any]) -> list[ModelResult]:
@@ -819,7 +876,14 @@ def render(
         lines.append(f"- {model}: SKIPPED ({reason})")
     if not targets and not meta.get("skipped"):
         lines.append("- none measured (both targets are needed)")
-    env = " ".join(f"{k}={v}" for k, v in settings.serve_env.items()) or "(none)"
+    defaults = meta.get("serve_env_defaults", [])
+    env = (
+        " ".join(
+            f"{k}={v}" + (" (bench default)" if k in defaults else "")
+            for k, v in settings.serve_env.items()
+        )
+        or "(none)"
+    )
     lines += [
         "",
         f"Ray {meta['ray']}, Triton {triton}, Python {meta['python']}, httpx {meta['httpx']}; "
@@ -969,7 +1033,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         duration_s=args.duration,
         client=args.client,
         loop=args.client_loop,
-        serve_env=dict(args.serve_env),
+        serve_env=serve_env_with_defaults(dict(args.serve_env)),
         stack_endpoint=args.stack_endpoint,
     )
     import httpx
@@ -984,6 +1048,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": shlex.join([Path(sys.executable).name, "-m", "bench.stack", *argv]),
         "settings": asdict(settings),
         "skipped": skipped,
+        "serve_env_defaults": sorted(set(settings.serve_env) - set(dict(args.serve_env))),
         "load_before": round(os.getloadavg()[0], 2),
     }
     if meta["load_before"] > 0.5 * cpus:

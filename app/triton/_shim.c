@@ -249,7 +249,14 @@ typedef struct ReqCtx {
   unsigned long long key;
   Py_ssize_t nbufs;
   Py_buffer* bufs; /* input buffers, held until release (zero-copy inputs) */
+  struct ReqCtx* next_orphan;
 } ReqCtx;
+
+/* Contexts released while nobody drains their queue: their input buffers need
+ * the GIL, which Triton's threads never take, so the next call that holds it
+ * (submit, drain, stats) lets them go. */
+static pthread_mutex_t orphan_lock = PTHREAD_MUTEX_INITIALIZER;
+static ReqCtx* orphan_head = NULL;
 
 typedef struct OutTensor {
   char* name;
@@ -289,8 +296,11 @@ struct Queue {
   Event* head;
   Event* tail;
   int signaled;
+  int orphaned; /* its CompletionQueue (and event loop) is gone: nobody drains */
   int efd;
 };
+
+static void discard_event(Event* ev, int have_gil);
 
 static void queue_decref(Queue* q) {
   if (atomic_fetch_sub(&q->refs, 1) == 1) {
@@ -304,6 +314,11 @@ static void queue_push(Queue* q, Event* ev) {
   int wake = 0;
   atomic_fetch_add(&live_events, 1);
   pthread_mutex_lock(&q->lock);
+  if (q->orphaned) {
+    pthread_mutex_unlock(&q->lock);
+    discard_event(ev, 0);
+    return;
+  }
   ev->next = NULL;
   if (q->tail) q->tail->next = ev; else q->head = ev;
   q->tail = ev;
@@ -472,9 +487,55 @@ static int CompletionQueue_init(PyObject* self, PyObject* args, PyObject* kwds) 
   return 0;
 }
 
+/* Free an event nobody will drain, with what it owns: requests whose loop
+ * ended before Triton answered must not leak their inputs and outputs. */
+static void discard_event(Event* ev, int have_gil) {
+  ReqCtx* ctx = ev->ctx;
+  if (ev->kind == EV_RELEASE) {
+    if (have_gil) {
+      ctx_release_buffers(ctx);
+      ctx_decref(ctx);
+    } else {
+      pthread_mutex_lock(&orphan_lock);
+      ctx->next_orphan = orphan_head;
+      orphan_head = ctx;
+      pthread_mutex_unlock(&orphan_lock);
+    }
+  } else if (ev->flags & RESPONSE_COMPLETE_FINAL) {
+    ctx_decref(ctx);
+  }
+  event_free(ev);
+}
+
+static void collect_orphans(void) { /* the GIL is held */
+  pthread_mutex_lock(&orphan_lock);
+  ReqCtx* ctx = orphan_head;
+  orphan_head = NULL;
+  pthread_mutex_unlock(&orphan_lock);
+  while (ctx != NULL) {
+    ReqCtx* next = ctx->next_orphan;
+    ctx_release_buffers(ctx);
+    ctx_decref(ctx);
+    ctx = next;
+  }
+}
+
 static void CompletionQueue_dealloc(PyObject* self) {
   CompletionQueue* cq = (CompletionQueue*)self;
-  if (cq->q) queue_decref(cq->q);
+  Queue* q = cq->q;
+  if (q) {
+    pthread_mutex_lock(&q->lock);
+    q->orphaned = 1;
+    Event* ev = q->head;
+    q->head = q->tail = NULL;
+    pthread_mutex_unlock(&q->lock);
+    while (ev != NULL) {
+      Event* next = ev->next;
+      discard_event(ev, 1);
+      ev = next;
+    }
+    queue_decref(q);
+  }
   Py_TYPE(self)->tp_free(self);
 }
 
@@ -542,6 +603,7 @@ fail:
 static PyObject* CompletionQueue_drain(PyObject* self, PyObject* unused) {
   (void)unused;
   Queue* q = ((CompletionQueue*)self)->q;
+  collect_orphans();
   uint64_t counter;
   ssize_t rc;
   do { rc = read(q->efd, &counter, sizeof counter); } while (rc < 0 && errno == EINTR);
@@ -710,6 +772,7 @@ static PyObject* shim_submit(PyObject* module, PyObject* args) {
     PyErr_SetString(PyExc_RuntimeError, "the shim is not bound to libtritonserver");
     return NULL;
   }
+  collect_orphans();
   if (!PyList_Check(inputs) || (outputs != Py_None && !PyList_Check(outputs)) ||
       (params != Py_None && !PyList_Check(params))) {
     PyErr_SetString(PyExc_TypeError, "inputs, outputs and parameters must be lists");
@@ -788,10 +851,11 @@ static PyObject* shim_submit(PyObject* module, PyObject* args) {
   atomic_fetch_add(&q->refs, 1);
   atomic_fetch_add(&live_requests, 1);
 
-  TRITONSERVER_Error* err;
-  Py_BEGIN_ALLOW_THREADS
-  err = api.ServerInferAsync((TRITONSERVER_Server*)(uintptr_t)server_addr, req, NULL);
-  Py_END_ALLOW_THREADS
+  /* The GIL stays held: this only enqueues (microseconds), and releasing it
+   * would make every submit wait a whole switch interval for it to come back
+   * when another Python thread is busy. Nothing Triton calls takes the GIL. */
+  TRITONSERVER_Error* err =
+      api.ServerInferAsync((TRITONSERVER_Server*)(uintptr_t)server_addr, req, NULL);
   if (err != NULL) {
     /* Triton did not take the request: no callback will come. */
     atomic_store(&ctx->refs, 1);
@@ -840,6 +904,7 @@ static PyObject* shim_bind(PyObject* module, PyObject* args) {
 
 static PyObject* shim_stats(PyObject* module, PyObject* unused) {
   (void)module; (void)unused;
+  collect_orphans();
   return Py_BuildValue("{s:l,s:l,s:l}", "live_buffers", atomic_load(&live_buffers),
                        "live_requests", atomic_load(&live_requests), "live_events",
                        atomic_load(&live_events));

@@ -122,7 +122,9 @@ class _Dispatcher:
     """One per event loop: owns a completion queue and routes its responses."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # Weak: when the loop is gone, this dispatcher and its queue go too, and
+        # the shim frees whatever Triton still sends to it.
+        self.loop_ref = weakref.ref(loop)
         self.queue = _shim.CompletionQueue()
         self.streams: dict[int, _Stream] = {}
         loop.add_reader(self.queue.fileno(), self._on_readable)

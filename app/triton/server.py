@@ -114,8 +114,9 @@ class Server:
             capi.check(capi.lib.TRITONSERVER_ServerDelete(server))
             stopped = UnavailableError("the Triton server stopped")
             for dispatcher in all_dispatchers():
-                if not dispatcher.loop.is_closed():
-                    dispatcher.loop.call_soon_threadsafe(dispatcher.fail_server, self, stopped)
+                loop = dispatcher.loop_ref()
+                if loop is not None and not loop.is_closed():
+                    loop.call_soon_threadsafe(dispatcher.fail_server, self, stopped)
             _remove_shm(self.shm_prefix)
 
     def __enter__(self) -> Server:

@@ -150,12 +150,6 @@ async def test_cancelled_requests_leak_nothing(server: Server) -> None:
     assert _shim.stats() == live_before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: responses and release events that arrive after their event loop "
-    "ended stay queued forever (ReqCtx, events, output buffers, pinned inputs), and every "
-    "loop's dispatcher and eventfd is kept (_DISPATCHERS' values hold their keys)",
-)
 def test_requests_outliving_their_loop_are_freed(server: Server) -> None:
     """``asyncio.run`` per request, and requests still in Triton when their loop ends."""
     model = server.model("echo")
