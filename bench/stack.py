@@ -29,10 +29,20 @@ Per model and target: p50/p99 latency at concurrency 1 and requests/s at concurr
 targets: added p50 (stack - standalone) <= 2 ms at concurrency 1 for ``echo``, and
 ``minilm`` requests/s at concurrency 16 >= 90 % of standalone.
 
+Each cell also reports CPU time per request: of the target's processes (for the stack
+every process Ray started, as they all descend from this one; for standalone,
+``tritonserver`` and its stubs) and of the client. On a small shared machine they show
+what latency and throughput alone hide: who the CPU went to, and when the client itself
+is the bottleneck (httpx's connection pool costs more per request as concurrency grows).
+
 ``--serve-env KEY=VALUE`` (repeatable) sets Ray Serve's request-path flags, such as
 ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``, in this process's environment before Ray is
 imported and started, so the raylet passes them on to every Serve actor (controller,
-proxy, replicas).
+proxy, replicas). With direct ingress on, the bench adds
+``RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=0`` unless it is set: Serve's 30 s drain
+of the ingress replica outlasts ``serve.shutdown()``, and Ray then kills the replicas
+before they stop Triton (leaving its shared memory in ``/dev/shm``; the bench removes
+such leftovers of its own processes and says so).
 """
 
 from __future__ import annotations
@@ -217,7 +227,8 @@ CpuSnapshot = dict[int, int]  # pid -> utime + stime in clock ticks
 
 
 def process_tree(root: int, exclude: int) -> list[int]:
-    """``root`` and its descendants, without ``exclude`` and its descendants (Linux)."""
+    """``root`` and its descendants, without ``exclude`` (Linux). A descendant ``exclude``
+    goes with its own descendants; ``exclude == root`` keeps the root's descendants."""
     children: dict[int, list[int]] = {}
     with contextlib.suppress(OSError):
         for entry in os.listdir("/proc"):
@@ -233,9 +244,11 @@ def process_tree(root: int, exclude: int) -> list[int]:
     todo = [root]
     while todo:
         pid = todo.pop()
+        if pid == exclude and pid != root:
+            continue
         if pid != exclude:
             tree.append(pid)
-            todo += children.get(pid, [])
+        todo += children.get(pid, [])
     return tree
 
 
@@ -988,6 +1001,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the client's event loop (default uvloop when installed)",
     )
     args = parser.parse_args(argv)
+    env = {**os.environ, **dict(args.serve_env)}
+    if args.stack_endpoint == "direct" and env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        parser.error("with RAY_SERVE_ENABLE_HA_PROXY=1, HAProxy is the stack's endpoint: use proxy")
+    if args.stack_endpoint == "direct" and not direct_ingress_on(env):
+        parser.error(
+            "--stack-endpoint direct needs direct ingress: --serve-env "
+            "RAY_SERVE_ENABLE_DIRECT_INGRESS=1 (or RAY_SERVE_THROUGHPUT_OPTIMIZED=1)"
+        )
     if args.quick:
         args.duration, args.warmup = 1.0, 0.3
     return args

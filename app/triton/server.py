@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -82,6 +83,7 @@ class Server:
                 raise UnavailableError("a stopped server cannot be restarted; create a new one")
             self._capi = capi = load_capi(self.install)
             _prepare_environment(self.install)
+            _remove_orphaned_shm()
             opts = self._build_options(capi)
             server = c_void_p()
             try:
@@ -419,6 +421,18 @@ def _prepare_environment(install: TritonInstall) -> None:
     path = [p for p in os.environ.get("PATH", "").split(":") if p]
     if not path or path[0] != bin_dir:
         os.environ["PATH"] = ":".join([bin_dir, *[p for p in path if p != bin_dir]])
+
+
+_SHM_OWNER = re.compile(r"^tsrv(\d+)x\d+_")
+
+
+def _remove_orphaned_shm() -> None:
+    """Regions of servers whose process died without stopping (SIGKILL, OOM)."""
+    for region in SHM_DIR.glob("tsrv*"):
+        match = _SHM_OWNER.match(region.name)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            with contextlib.suppress(OSError):
+                region.unlink()
 
 
 def _remove_shm(prefix: str) -> None:

@@ -191,3 +191,21 @@ def test_stop_with_requests_in_flight(model_repository: Path) -> None:
     assert any(not isinstance(r, BaseException) for r in results)
     with pytest.raises(UnavailableError):
         asyncio.run(srv.model("echo").infer({"INPUT_FP32": np.ones((1, 1), np.float32)}))
+
+
+def test_start_removes_regions_of_dead_processes(model_repository: Path) -> None:
+    import subprocess
+
+    child = subprocess.Popen(["true"])  # once reaped, its pid belongs to nobody
+    child.wait()
+    stale = Path(f"/dev/shm/tsrv{child.pid}x0_left-by-a-killed-replica")
+    stale.write_bytes(b"\0" * 16)
+    mine = Path(f"/dev/shm/tsrv{os.getpid()}x999_still-mine")
+    mine.write_bytes(b"\0")
+    try:
+        with Server(Options(model_repository=model_repository)):
+            assert not stale.exists()
+            assert mine.exists()  # a live process's regions are left alone
+    finally:
+        stale.unlink(missing_ok=True)
+        mine.unlink(missing_ok=True)
