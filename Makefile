@@ -18,11 +18,11 @@ install: $(STAMP)
 
 # A local Ray head that declares LOGICAL_GPUS logical GPUs (fractional packing on CPU),
 # on its own port so it does not collide with another local cluster; it is stopped
-# again when `serve run` ends (Ctrl-C).
+# again when `serve run` ends (Ctrl-C). Token auth is off for this single-user local head.
 LOGICAL_GPUS ?= 2
 RAY_PORT ?= 6390
 serve: install
-	@bash -c 'trap "$(VENV)/bin/ray stop --force >/dev/null 2>&1" EXIT; \
+	@RAY_AUTH_MODE=disabled bash -c 'trap "$(VENV)/bin/ray stop --force >/dev/null 2>&1" EXIT; \
 	  $(VENV)/bin/ray start --head --node-ip-address=127.0.0.1 --port=$(RAY_PORT) \
 	    --num-gpus=$(LOGICAL_GPUS) \
 	    --include-dashboard=false --disable-usage-stats >/dev/null && \

@@ -270,7 +270,7 @@ class ModelReplica:
             entry = index.get(model)
             state = entry.state if entry and entry.state else "UNAVAILABLE"
             reason = (entry.reason if entry else "") or self.load_errors.get(model, "")
-            if state != "READY" and not reason:
+            if state == "UNAVAILABLE" and not reason:
                 reason = "unloaded"
             states[model] = {
                 "state": state,
