@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import ml_dtypes
 import numpy as np
 import pytest
 
@@ -16,22 +15,7 @@ from app.triton import (
     Tensor,
     TritonError,
 )
-
-NUMERIC = [
-    ("FP32", np.float32),
-    ("FP16", np.float16),
-    ("FP64", np.float64),
-    ("BF16", ml_dtypes.bfloat16),
-    ("INT8", np.int8),
-    ("INT16", np.int16),
-    ("INT32", np.int32),
-    ("INT64", np.int64),
-    ("UINT8", np.uint8),
-    ("UINT16", np.uint16),
-    ("UINT32", np.uint32),
-    ("UINT64", np.uint64),
-    ("BOOL", np.bool_),
-]
+from tests.echo_dtypes import NUMERIC
 
 
 @pytest.mark.parametrize(("name", "dtype"), NUMERIC)
