@@ -61,6 +61,29 @@ def decode_texts(values):
     return texts
 
 
+def gather_texts(requests, pb_utils):
+    """The TEXT of every request of one execute(), flattened for one forward pass.
+
+    Returns (responses, texts, spans): responses holds an INVALID_ARG error for each
+    request whose TEXT is not UTF-8 (None elsewhere); spans lists (request index,
+    start, stop) into texts for the others.
+    """
+    responses = [None] * len(requests)
+    texts = []
+    spans = []
+    for idx, request in enumerate(requests):
+        try:
+            batch = decode_texts(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy())
+        except ValueError as exc:
+            responses[idx] = pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+            )
+            continue
+        spans.append((idx, len(texts), len(texts) + len(batch)))
+        texts.extend(batch)
+    return responses, texts, spans
+
+
 def tokenize(tokenizer, texts):
     """-> (input_ids, attention_mask), int64 [len(texts), longest], right-padded."""
     encodings = tokenizer.encode_batch(texts)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 import triton_python_backend_utils as pb_utils
 from minilm_bert import Bert
-from minilm_text import decode_texts, load_tokenizer, mean_pool, model_dir, tokenize
+from minilm_text import gather_texts, load_tokenizer, mean_pool, model_dir, tokenize
 
 
 def set_threads(config):
@@ -45,19 +45,7 @@ class TritonPythonModel:
         self._bert = Bert(directory)
 
     def execute(self, requests):
-        responses = [None] * len(requests)
-        texts = []
-        spans = []  # (request index, start, stop) into texts
-        for idx, request in enumerate(requests):
-            try:
-                batch = decode_texts(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy())
-            except ValueError as exc:
-                responses[idx] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
-                )
-                continue
-            spans.append((idx, len(texts), len(texts) + len(batch)))
-            texts.extend(batch)
+        responses, texts, spans = gather_texts(requests, pb_utils)
         if not texts:
             return responses
         ids, mask = tokenize(self._tokenizer, texts)

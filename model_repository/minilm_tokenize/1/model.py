@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "minilm" / "1"))
 
 import triton_python_backend_utils as pb_utils
-from minilm_text import decode_texts, load_tokenizer, model_dir, tokenize
+from minilm_text import gather_texts, load_tokenizer, model_dir, tokenize
 
 
 class TritonPythonModel:
@@ -24,19 +24,7 @@ class TritonPythonModel:
         self._tokenizer = load_tokenizer(model_dir())
 
     def execute(self, requests):
-        responses = [None] * len(requests)
-        texts = []
-        spans = []  # (request index, start, stop) into texts
-        for idx, request in enumerate(requests):
-            try:
-                batch = decode_texts(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy())
-            except ValueError as exc:
-                responses[idx] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
-                )
-                continue
-            spans.append((idx, len(texts), len(texts) + len(batch)))
-            texts.extend(batch)
+        responses, texts, spans = gather_texts(requests, pb_utils)
         if not texts:
             return responses
         ids, mask = tokenize(self._tokenizer, texts)
