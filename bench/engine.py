@@ -44,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.triton import Options, Server
+from bench._load import load_before, print_totals
 from bench._standalone import StandaloneTriton
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -731,14 +732,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "warmup_s": args.warmup,
         "standalone_client": args.standalone_client,
         "switch_interval_ms": sys.getswitchinterval() * 1000,
-        "load_before": round(os.getloadavg()[0], 2),
+        "load_before": load_before(),
     }
-    if meta["load_before"] > 0.5 * (os.cpu_count() or 1):
-        print(
-            f"warning: load average {meta['load_before']} on {os.cpu_count()} CPUs before the "
-            "run; other work on this machine will skew the numbers",
-            file=sys.stderr,
-        )
     rows: list[Row] = []
     if "in-process" in args.paths:
         print("in-process engine:", file=sys.stderr)
@@ -749,13 +744,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             protocols, args.tensors, busy_modes, styles, args.warmup, args.duration, meta
         )
     report, ratios = render(rows, meta)
-    meta["wall_s"] = round(time.monotonic() - started, 1)
-    meta["load_after"] = round(os.getloadavg()[0], 2)
     print(report)
-    print(
-        f"\n(total {meta['wall_s']} s; 1-min load average {meta['load_before']} before, "
-        f"{meta['load_after']} after)"
-    )
+    print_totals(meta, started)
     if args.json is not None:
         payload = {
             "meta": meta,

@@ -68,6 +68,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench._load import load_before, print_totals
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 APP_NAME = "triton"
@@ -1070,14 +1072,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": asdict(settings),
         "skipped": skipped,
         "serve_env_defaults": sorted(set(settings.serve_env) - set(dict(args.serve_env))),
-        "load_before": round(os.getloadavg()[0], 2),
+        "load_before": load_before(),
     }
-    if meta["load_before"] > 0.5 * cpus:
-        print(
-            f"warning: load average {meta['load_before']} on {cpus} CPUs before the run; "
-            "other work on this machine will skew the numbers",
-            file=sys.stderr,
-        )
     started = time.monotonic()
     results: list[ModelResult] = []
     for index, target in enumerate(args.targets):
@@ -1091,13 +1087,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     order = {m: i for i, m in enumerate(models)}
     results.sort(key=lambda r: (order[r.model], TARGETS.index(r.target)))
     report, data = render(results, settings, meta)
-    meta["wall_s"] = round(time.monotonic() - started, 1)
-    meta["load_after"] = round(os.getloadavg()[0], 2)
     print(report)
-    print(
-        f"\n(total {meta['wall_s']} s; 1-min load average {meta['load_before']} before, "
-        f"{meta['load_after']} after)"
-    )
+    print_totals(meta, started)
     if args.json is not None:
         payload = {"meta": meta, "results": [r.to_dict() for r in results], **data}
         args.json.write_text(json.dumps(payload, indent=2, default=str))
