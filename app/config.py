@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from app.placement.config import GpuMemoryConfig, GpuPoolConfig
 from app.triton.tensors import MAX_ELEMENTS
 
 __all__ = [
@@ -184,6 +185,11 @@ class ModelDeploymentConfig(_Config):
     resources: dict[str, float] = Field(
         default_factory=dict, description="Custom Ray resources per replica."
     )
+    gpu_memory: GpuMemoryConfig | None = Field(
+        default=None,
+        description="GPU memory the replica's engine needs; its memory share (vLLM "
+        "gpu_memory_utilization, TensorRT-LLM kv_cache_free_gpu_mem_fraction) follows num_gpus.",
+    )
 
     @field_validator("models")
     @classmethod
@@ -282,6 +288,11 @@ class AppConfig(_Config):
     )
     max_bytes_element_bytes: int = Field(
         default=16 * MiB, gt=0, description="Largest single element of a BYTES input."
+    )
+    gpus: GpuPoolConfig | None = Field(
+        default=None,
+        description="The GPUs the app is placed on; build_app refuses deployments whose "
+        "gpu_memory does not fit their share, or a packing that does not fit the GPUs.",
     )
 
     @field_validator("deployments")
