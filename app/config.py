@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from app.placement.config import GpuMemoryConfig, GpuPoolConfig
+from app.security.config import SecurityConfig
 from app.triton.tensors import MAX_ELEMENTS
 
 __all__ = [
@@ -288,6 +289,10 @@ class AppConfig(_Config):
     )
     max_bytes_element_bytes: int = Field(
         default=16 * MiB, gt=0, description="Largest single element of a BYTES input."
+    )
+    security: SecurityConfig = Field(
+        default_factory=SecurityConfig,
+        description="API keys, their scopes and limits (off without a key file).",
     )
     gpus: GpuPoolConfig | None = Field(
         default=None,

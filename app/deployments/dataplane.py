@@ -5,6 +5,7 @@ call it, and answer health, listing and metrics questions from the state store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from app.config import AppConfig, model_owner
 from app.deployments.state import ReplicaReport, get_state_store
 from app.errors import Internal, NotFound, RequestTimeout, ServingError, Unavailable
 from app.observability import label_metrics
+from app.security.context import authorize_model, request_timeout_s
 
 __all__ = ["DataPlane"]
 
@@ -40,21 +42,44 @@ class DataPlane:
     # ---- calls to model deployments ----
 
     def deployment_of(self, model: str) -> str:
+        """The deployment serving ``model``: 403 if the caller's key may not use it
+        (checked first, so keys learn nothing of models outside their scope), 404
+        if no deployment is configured to serve it. Names outside the configured
+        set never reach a replica, Triton or the filesystem."""
+        authorize_model(model)
         deployment = self.owner.get(model)
         if deployment is None:
             raise NotFound(f"unknown model: '{model}' is not served here")
         return deployment
 
+    def timeout_s(self, limit: float | None = None) -> float:
+        """Seconds a call may take: the router's limit, shortened by ``limit`` and by
+        the client's ``X-Request-Timeout``."""
+        candidates = [self.cfg.router.request_timeout_s, limit, request_timeout_s.get()]
+        return min(c for c in candidates if c is not None)
+
     async def call(
         self, model: str, method: str, *args: Any, timeout_s: float | None = None
     ) -> Any:
-        handle = self.handles[self.deployment_of(model)]
+        return await self.call_deployment(
+            self.deployment_of(model), model, method, *args, timeout_s=timeout_s
+        )
+
+    async def call_deployment(
+        self, deployment: str, model: str, method: str, *args: Any, timeout_s: float | None = None
+    ) -> Any:
+        """``call`` without the model check, for requests about a whole deployment."""
+        response = None
         try:
-            return await asyncio.wait_for(
-                handle.options(method_name=method).remote(*args),
-                timeout=timeout_s if timeout_s is not None else self.cfg.router.request_timeout_s,
-            )
+            response = self.handles[deployment].options(method_name=method).remote(*args)
+            return await asyncio.wait_for(response, timeout=self.timeout_s(timeout_s))
+        except asyncio.CancelledError:  # the client went away
+            _cancel_quietly(response)
+            raise
         except Exception as exc:
+            if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+                # Cancels the request in the replica, which cancels it in Triton.
+                _cancel_quietly(response)
             raise _serving_error(exc, model) from None
 
     async def stream(self, model: str, method: str, *args: Any) -> AsyncIterator[bytes]:
@@ -64,16 +89,12 @@ class DataPlane:
         generator = None
         try:
             generator = handle.options(method_name=method, stream=True).remote(*args)
-            first = await asyncio.wait_for(
-                generator.__anext__(), timeout=self.cfg.router.request_timeout_s
-            )
+            first = await asyncio.wait_for(generator.__anext__(), timeout=self.timeout_s())
         except StopAsyncIteration:
             first = b""
         except Exception as exc:
             if generator is not None:
-                generator.cancel()
-            # Not chained: Serve answers any request whose error chain holds its
-            # BackPressureError with its own plain-text 503, hiding ours.
+                _cancel_quietly(generator)
             raise _serving_error(exc, model) from None
         return _rest(first, generator)
 
@@ -178,16 +199,24 @@ async def _rest(first: bytes, generator: Any) -> AsyncIterator[bytes]:
             if chunk:
                 yield chunk
     finally:
-        generator.cancel()
+        _cancel_quietly(generator)
+
+
+def _cancel_quietly(response: Any) -> None:
+    """Cancel a handle call. Serve's ``cancel()`` re-raises the call's own error (a
+    request shed for backpressure raises ``BackPressureError`` again), which would
+    escape to Serve's plain-text 503 handler instead of ours."""
+    with contextlib.suppress(Exception):
+        response.cancel()
 
 
 def _serving_error(exc: BaseException, model: str) -> ServingError:
     """Errors from a handle call: the replica's own, Serve's backpressure, dead replicas."""
     cause = getattr(exc, "cause", None)
     if isinstance(exc, ServingError):
-        return exc
+        return _with_retry_after(exc)
     if isinstance(cause, ServingError):
-        return cause
+        return _with_retry_after(cause)
     name = type(exc).__name__
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return RequestTimeout(f"model '{model}' did not answer in time")
@@ -202,3 +231,11 @@ def _serving_error(exc: BaseException, model: str) -> ServingError:
         return Unavailable(f"model '{model}': its replica is unavailable ({name})", retry_after=1)
     log.exception("unexpected error calling model %s", model, exc_info=exc)
     return Internal(f"internal error calling model '{model}': {name}")
+
+
+def _with_retry_after(err: ServingError) -> ServingError:
+    """Every 503 tells the client when to come back (Triton's own queue-policy
+    rejections and ``UNAVAILABLE`` errors carry no delay)."""
+    if isinstance(err, Unavailable) and err.retry_after is None:
+        err.retry_after = 1
+    return err

@@ -12,6 +12,7 @@ from app.deployments.dataplane import DataPlane
 from app.deployments.state import current_app_name
 from app.http.app import create_http_app
 from app.observability import RouterMetrics
+from app.security.guard import Guard
 
 __all__ = ["Router"]
 
@@ -23,6 +24,9 @@ class Router:
     def __init__(self, app_config: dict[str, Any], handles: dict[str, Any]) -> None:
         cfg = AppConfig.model_validate(app_config)
         self.dataplane = DataPlane(cfg, handles, current_app_name())
+        # Reads the key file here, so a missing or malformed one fails the replica
+        # at start with the reason, not its first request.
+        self.guard = Guard(cfg.security, router_replicas=cfg.router.num_replicas)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this on the replica after ``__init__``: the app is built here,
@@ -30,4 +34,5 @@ class Router:
         app = create_http_app()
         app.state.dataplane = self.dataplane
         app.state.router_metrics = RouterMetrics()
+        app.state.guard = self.guard
         return app

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request, Response
 from app.http.errors import install_error_handlers
 from app.http.kserve_routes import router as kserve_router
 from app.observability import RouterMetrics
+from app.security.middleware import EdgeMiddleware
 
 __all__ = ["create_http_app"]
 
@@ -49,5 +50,8 @@ def create_http_app() -> FastAPI:
     )
     app.include_router(kserve_router)
     install_error_handlers(app)
+    # Every route, including those added later, is behind the edge (API keys, limits);
+    # request_context is added last, so it is outermost and counts refused requests too.
+    app.add_middleware(EdgeMiddleware)
     app.middleware("http")(request_context)
     return app

@@ -12,16 +12,77 @@ from app.errors import BadRequest, Forbidden, PayloadTooLarge, RequestTimeout, U
 from app.observability import merge_metrics
 from app.protocol.kserve_v2 import (
     HEADER_LENGTH_HEADER,
+    InferRequest,
     LoadRequest,
     RepositoryIndexRequest,
     UnloadRequest,
     parse_body,
     parse_header_length,
 )
+from app.security.context import permits
 
 __all__ = ["router"]
 
-router = APIRouter()
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}},
+    "required": ["error"],
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"description": why, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    for status, why in [
+        (400, "Malformed request"),
+        (401, "Missing or invalid API key"),
+        (403, "The API key may not do this"),
+        (404, "Unknown model or version"),
+        (408, "The model did not answer in time"),
+        (413, "Body or tensor over the configured limits"),
+        (429, "The API key is over its rate or concurrency limit"),
+        (503, "Model not ready or its queue is full (see Retry-After)"),
+    ]
+}
+
+router = APIRouter(responses=_ERRORS)
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``$defs`` inlined, for ``openapi_extra``."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(dict(defs[ref.removeprefix("#/$defs/")]))
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+def _json_body(schema: dict[str, Any], *, required: bool, binary: bool = False) -> dict[str, Any]:
+    """``openapi_extra`` describing a body the route reads itself (raw, for the
+    binary extension and the size limit)."""
+    content: dict[str, Any] = {"application/json": {"schema": schema}}
+    if binary:
+        content["application/octet-stream"] = {
+            "schema": {"type": "string", "format": "binary"},
+            "description": f"JSON header of {HEADER_LENGTH_HEADER} bytes, then tensor data",
+        }
+    return {"requestBody": {"required": required, "content": content}}
+
+
+_INFER_BODY = _json_body(_inline(InferRequest.model_json_schema()), required=True, binary=True)
+_GENERATE_BODY = _json_body(
+    {"type": "object", "description": "Input tensors by name, plus 'parameters' and 'id'."},
+    required=False,
+)
+_LOAD_BODY = _json_body(_inline(LoadRequest.model_json_schema()), required=False)
+_UNLOAD_BODY = _json_body(_inline(UnloadRequest.model_json_schema()), required=False)
+_INDEX_BODY = _json_body(_inline(RepositoryIndexRequest.model_json_schema()), required=False)
 
 READY_TIMEOUT_S = 3.0
 
@@ -95,6 +156,7 @@ async def list_models(request: Request) -> dict[str, Any]:
                 "reason": s["reason"],
             }
             for name, s in sorted(states.items())
+            if permits(name)
         ]
     }
 
@@ -103,9 +165,11 @@ async def list_models(request: Request) -> dict[str, Any]:
 async def all_statistics(request: Request) -> dict[str, Any]:
     plane = dataplane(request)
     stats: list[Any] = []
-    for models in _models_by_deployment(plane).values():
-        result = await plane.call(models[0], "model_statistics", None, None)
-        stats += result["model_stats"]
+    for deployment, models in _models_by_deployment(plane).items():
+        if not any(permits(m) for m in models):
+            continue
+        result = await plane.call_deployment(deployment, models[0], "model_statistics", None, None)
+        stats += [s for s in result["model_stats"] if permits(s.get("name", ""))]
     return {"model_stats": stats}
 
 
@@ -148,8 +212,8 @@ async def model_statistics(request: Request, model: str, version: str | None = N
 # ---- inference ----
 
 
-@router.post("/v2/models/{model}/infer")
-@router.post("/v2/models/{model}/versions/{version}/infer")
+@router.post("/v2/models/{model}/infer", openapi_extra=_INFER_BODY)
+@router.post("/v2/models/{model}/versions/{version}/infer", openapi_extra=_INFER_BODY)
 async def infer(request: Request, model: str, version: str | None = None) -> Response:
     plane = dataplane(request)
     plane.deployment_of(model)
@@ -169,8 +233,8 @@ async def infer(request: Request, model: str, version: str | None = None) -> Res
     )
 
 
-@router.post("/v2/models/{model}/generate")
-@router.post("/v2/models/{model}/versions/{version}/generate")
+@router.post("/v2/models/{model}/generate", openapi_extra=_GENERATE_BODY)
+@router.post("/v2/models/{model}/versions/{version}/generate", openapi_extra=_GENERATE_BODY)
 async def generate(request: Request, model: str, version: str | None = None) -> Any:
     plane = dataplane(request)
     plane.deployment_of(model)
@@ -178,8 +242,8 @@ async def generate(request: Request, model: str, version: str | None = None) -> 
     return JSONResponse(await plane.call(model, "generate", model, version, body))
 
 
-@router.post("/v2/models/{model}/generate_stream")
-@router.post("/v2/models/{model}/versions/{version}/generate_stream")
+@router.post("/v2/models/{model}/generate_stream", openapi_extra=_GENERATE_BODY)
+@router.post("/v2/models/{model}/versions/{version}/generate_stream", openapi_extra=_GENERATE_BODY)
 async def generate_stream(request: Request, model: str, version: str | None = None) -> Response:
     plane = dataplane(request)
     plane.deployment_of(model)
@@ -191,7 +255,7 @@ async def generate_stream(request: Request, model: str, version: str | None = No
 # ---- repository ----
 
 
-@router.post("/v2/repository/index")
+@router.post("/v2/repository/index", openapi_extra=_INDEX_BODY)
 async def repository_index(request: Request) -> list[dict[str, Any]]:
     query = parse_body(RepositoryIndexRequest, await read_body(request), allow_empty=True)
     states = await dataplane(request).model_states()
@@ -202,7 +266,7 @@ async def repository_index(request: Request) -> list[dict[str, Any]]:
     ]
 
 
-@router.post("/v2/repository/models/{model}/load")
+@router.post("/v2/repository/models/{model}/load", openapi_extra=_LOAD_BODY)
 async def load_model(request: Request, model: str) -> Response:
     plane = dataplane(request)
     plane.deployment_of(model)
@@ -218,7 +282,7 @@ async def load_model(request: Request, model: str) -> Response:
     return Response(status_code=200)
 
 
-@router.post("/v2/repository/models/{model}/unload")
+@router.post("/v2/repository/models/{model}/unload", openapi_extra=_UNLOAD_BODY)
 async def unload_model(request: Request, model: str) -> Response:
     plane = dataplane(request)
     plane.deployment_of(model)

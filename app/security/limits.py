@@ -1,0 +1,90 @@
+"""Per-key admission: a token bucket for the request rate and a concurrency counter.
+
+Both live in one router replica and are only touched from its event loop, so
+they need no locks. ``share`` divides a key's limits among router replicas.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from app.errors import TooManyRequests
+from app.security.config import KeyLimits
+
+__all__ = ["KeyLimiter", "Slot", "TokenBucket"]
+
+
+@dataclass
+class TokenBucket:
+    """``rate`` tokens per second up to ``capacity``; one token per request."""
+
+    rate: float
+    capacity: float
+    tokens: float = field(default=-1.0)
+    updated: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        if self.tokens < 0:
+            self.tokens = self.capacity
+
+    def take(self, now: float | None = None) -> float:
+        """0.0 if a token was taken, else the seconds until one is available."""
+        now = time.monotonic() if now is None else now
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+@dataclass
+class Slot:
+    """A request's hold on its key's concurrency; ``release`` is idempotent."""
+
+    limiter: KeyLimiter | None
+    released: bool = False
+
+    def release(self) -> None:
+        if not self.released and self.limiter is not None:
+            self.limiter.in_flight -= 1
+        self.released = True
+
+
+class KeyLimiter:
+    """One key's limits in this router replica."""
+
+    def __init__(self, name: str, limits: KeyLimits, share: int = 1) -> None:
+        self.name = name
+        self.limits = limits
+        self.bucket: TokenBucket | None = None
+        if limits.requests_per_s is not None:
+            rate = limits.requests_per_s / share
+            burst = limits.burst if limits.burst is not None else math.ceil(limits.requests_per_s)
+            self.bucket = TokenBucket(rate=rate, capacity=max(1.0, burst / share))
+        self.max_concurrent = (
+            None if limits.max_concurrent is None else max(1, limits.max_concurrent // share)
+        )
+        self.in_flight = 0
+
+    def admit(self) -> Slot:
+        """A slot for one request, or ``TooManyRequests`` with ``Retry-After``."""
+        if self.max_concurrent is not None and self.in_flight >= self.max_concurrent:
+            raise TooManyRequests(
+                f"API key '{self.name}' has {self.in_flight} requests in flight, its limit",
+                retry_after=1,
+            )
+        if self.bucket is not None:
+            wait = self.bucket.take()
+            if wait > 0:
+                raise TooManyRequests(
+                    f"API key '{self.name}' is over its rate limit of "
+                    f"{self.limits.requests_per_s:g} requests/s",
+                    retry_after=wait,
+                )
+        if self.max_concurrent is None:
+            return Slot(None)
+        self.in_flight += 1
+        return Slot(self)
