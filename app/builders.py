@@ -14,6 +14,7 @@ from ray import serve
 from ray.serve import Application
 
 from app.config import AppConfig, ModelDeploymentConfig, check_paths
+from app.placement.packing import check_placement
 
 __all__ = ["REPLICA_ENV", "build_app", "deployment_options"]
 
@@ -41,6 +42,14 @@ def deployment_options(dep: ModelDeploymentConfig) -> dict[str, Any]:
         "health_check_period_s": 10,
         "graceful_shutdown_timeout_s": 30,
     }
+    if dep.num_gpus > 1:
+        # Tensor parallelism in one replica: all its GPUs on one node. The replica
+        # actor takes the (only) bundle, so the bundle holds all its resources; vLLM's
+        # workers inherit the replica's CUDA_VISIBLE_DEVICES.
+        options["placement_group_bundles"] = [
+            {"CPU": dep.num_cpus, "GPU": dep.num_gpus, **dep.resources}
+        ]
+        options["placement_group_strategy"] = "STRICT_PACK"
     if dep.autoscaling is not None:
         a = dep.autoscaling
         options["autoscaling_config"] = {
@@ -66,6 +75,7 @@ def build_app(args: dict[str, Any]) -> Application:
     except ValidationError as exc:
         raise ValueError(f"invalid application config: {exc}") from exc
     check_paths(cfg)
+    check_placement(cfg)
     cfg = cfg.model_copy(update={"model_repository": os.path.abspath(cfg.model_repository)})
     plain = cfg.model_dump(mode="json")
     model_deployment: Any = serve.deployment(ModelReplica)

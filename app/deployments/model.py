@@ -26,6 +26,7 @@ from app.deployments.state import (
     get_state_store,
 )
 from app.errors import BadRequest, NotFound, ServingError, Unavailable, from_triton
+from app.placement.apply import load_overrides
 from app.protocol.kserve_v2 import (
     InputSpec,
     decode_generate_request,
@@ -321,6 +322,8 @@ class ModelReplica:
         raise_errors: bool = False,
     ) -> None:
         try:
+            # The engine's GPU memory share follows the deployment's num_gpus.
+            config, files = load_overrides(self.cfg, self.deployment_name, model, config, files)
             self.server.load(model, config=config, files=files)
             self.load_errors.pop(model, None)
         except TritonError as exc:

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from app.config import AppConfig, ModelDeploymentConfig
 from app.placement.shares import EngineShare, PlacementError, derive_shares, gpus_per_replica
 
-__all__ = ["GpuPlan", "PackingPlan", "ReplicaSlot", "max_replicas", "plan_packing"]
+__all__ = [
+    "GpuPlan",
+    "PackingPlan",
+    "ReplicaSlot",
+    "check_placement",
+    "max_replicas",
+    "plan_packing",
+]
 
 _EPS = 1e-9
 
@@ -121,3 +128,19 @@ def plan_packing(cfg: AppConfig, gpu_memory_gb: float, gpu_count: int | None) ->
             if group:
                 gpu.group = group
     return PackingPlan(gpu_memory_gb, gpu_count, tuple(gpus), shares)
+
+
+def check_placement(cfg: AppConfig) -> PackingPlan | None:
+    """What ``build_app`` checks: with ``gpus`` set, every engine's share fits its GPU
+    and (with ``gpus.count``) the packing fits; raises ``PlacementError`` if not."""
+    if cfg.gpus is None:
+        for i, dep in enumerate(cfg.deployments):
+            if dep.gpu_memory is not None:
+                raise PlacementError(
+                    f"gpus: required because deployments[{i}].gpu_memory is set "
+                    "(its memory share is derived from gpus.memory_gb)"
+                )
+        return None
+    plan = plan_packing(cfg, cfg.gpus.memory_gb, cfg.gpus.count)
+    plan.check()
+    return plan
