@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from app.llm.config import OpenAIModelConfig
 from app.placement.config import GpuMemoryConfig, GpuPoolConfig
 from app.security.config import SecurityConfig
 from app.triton.tensors import MAX_ELEMENTS
@@ -186,6 +187,10 @@ class ModelDeploymentConfig(_Config):
     resources: dict[str, float] = Field(
         default_factory=dict, description="Custom Ray resources per replica."
     )
+    openai: dict[str, OpenAIModelConfig] = Field(
+        default_factory=dict,
+        description="Models of this deployment served on the OpenAI API (/v1), by name.",
+    )
     gpu_memory: GpuMemoryConfig | None = Field(
         default=None,
         description="GPU memory the replica's engine needs; its memory share (vLLM "
@@ -204,6 +209,17 @@ class ModelDeploymentConfig(_Config):
             if name in seen:
                 raise ValueError(f"models[{i}]: model {name!r} is listed twice")
             seen.add(name)
+        return value
+
+    @field_validator("openai")
+    @classmethod
+    def _openai_models_served(
+        cls, value: dict[str, OpenAIModelConfig], info: ValidationInfo
+    ) -> dict[str, OpenAIModelConfig]:
+        models = info.data.get("models") or []
+        for name in value:
+            if name not in models:
+                raise ValueError(f"openai.{name}: not one of this deployment's models {models}")
         return value
 
     @field_validator("num_gpus")

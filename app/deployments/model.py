@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from app.deployments.state import (
 )
 from app.errors import BadRequest, NotFound, ServingError, Unavailable, from_triton
 from app.placement.apply import load_overrides
+from app.llm.service import OpenAIService
 from app.protocol.kserve_v2 import (
     InputSpec,
     decode_generate_request,
@@ -97,6 +98,7 @@ class ModelReplica:
         ).start()
         self.triton_version = self.server.metadata().version
         self.replica_id = _replica_id(deployment_name)
+        self.openai = OpenAIService(self.server, self.cfg.model_repository, dep.openai)
         self.load_errors: dict[str, str] = {}
         self._shapes: dict[tuple[str, int], _ModelShape] = {}
         self._applied: dict[str, int] = {}
@@ -202,6 +204,33 @@ class ModelReplica:
             yield sse_error_event(from_triton(exc))
         finally:
             stream.cancel()
+
+    # ---- OpenAI API (bodies validated by the router) ----
+
+    async def openai_call(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``endpoint``: "completions", "chat" or "embeddings"."""
+        if endpoint == "completions":
+            return await self.openai.completion(body)
+        if endpoint == "chat":
+            return await self.openai.chat(body)
+        if endpoint == "embeddings":
+            return await self.openai.embeddings(body)
+        raise NotFound(f"no OpenAI endpoint {endpoint!r}")
+
+    async def openai_stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """SSE events; the first item is ``b""`` once generation has started."""
+        events: AsyncGenerator[bytes, None]
+        if endpoint == "completions":
+            events = self.openai.completion_stream(body)
+        elif endpoint == "chat":
+            events = self.openai.chat_stream(body)
+        else:
+            raise NotFound(f"no streaming OpenAI endpoint {endpoint!r}")
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
 
     # ---- model information ----
 

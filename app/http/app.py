@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request, Response
 
 from app.http.errors import install_error_handlers
 from app.http.kserve_routes import router as kserve_router
+from app.http.openai_routes import router as openai_router
 from app.observability import RouterMetrics
 from app.security.middleware import EdgeMiddleware
 
@@ -45,10 +46,11 @@ async def request_context(
 def create_http_app() -> FastAPI:
     app = FastAPI(
         title="triton-serve",
-        description="Triton models behind Ray Serve: KServe v2 (Triton) HTTP protocol.",
+        description="Triton models behind Ray Serve: KServe v2 (Triton) HTTP and OpenAI-compatible /v1.",
         version="0.1.0",
     )
     app.include_router(kserve_router)
+    app.include_router(openai_router)
     install_error_handlers(app)
     # Every route, including those added later, is behind the edge (API keys, limits);
     # request_context is added last, so it is outermost and counts refused requests too.

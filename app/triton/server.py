@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import sys
+import sysconfig
 import threading
 import time
 import weakref
@@ -415,12 +416,28 @@ class Model:
 def _prepare_environment(install: TritonInstall) -> None:
     """What the python backend's stub processes need: Triton's libraries and our interpreter."""
     lib_dirs = [str(d) for d in install.library_dirs]
+    # The stub links "libpython3.x.so" by soname; without this it may find the
+    # system's copy (another patch release) and then fail on the interpreter's own
+    # extension modules (``_ssl``, ``_hashlib``) that need the matching one.
+    interpreter_lib = _interpreter_library_dir()
+    if interpreter_lib is not None:
+        lib_dirs.append(interpreter_lib)
     current = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p]
     os.environ["LD_LIBRARY_PATH"] = ":".join(lib_dirs + [p for p in current if p not in lib_dirs])
     bin_dir = str(Path(sys.executable).parent)
     path = [p for p in os.environ.get("PATH", "").split(":") if p]
     if not path or path[0] != bin_dir:
         os.environ["PATH"] = ":".join([bin_dir, *[p for p in path if p != bin_dir]])
+
+
+def _interpreter_library_dir() -> str | None:
+    """The running interpreter's shared-library directory, unless it is a system one."""
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        return None
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if not libdir or libdir.startswith(("/usr/lib", "/lib", "/usr/local/lib")):
+        return None
+    return str(libdir)
 
 
 _SHM_OWNER = re.compile(r"^tsrv(\d+)x\d+_")

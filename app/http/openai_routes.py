@@ -1,0 +1,98 @@
+"""OpenAI-compatible API on the same ingress: ``/v1/models``, completions, chat, embeddings.
+
+The router validates the body (a 400 names the field) and knows from the config
+which models are exposed and for which task; the model's replica does the rest.
+Errors render as OpenAI error objects (``app.http.errors`` picks the format by path).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from app.deployments.dataplane import DataPlane
+from app.errors import BadRequest, NotFound
+from app.http.kserve_routes import read_body
+from app.llm.config import OpenAIModelConfig
+from app.protocol.openai import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    parse_openai_body,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1")
+
+_STARTED = int(time.time())
+
+
+def _plane(request: Request) -> DataPlane:
+    plane: DataPlane = request.app.state.dataplane
+    return plane
+
+
+def _exposed(plane: DataPlane) -> dict[str, OpenAIModelConfig]:
+    return {name: cfg for dep in plane.cfg.deployments for name, cfg in dep.openai.items()}
+
+
+def _check(plane: DataPlane, model: str, task: str) -> None:
+    settings = _exposed(plane).get(model)
+    if settings is None:
+        raise NotFound(f"The model '{model}' does not exist", param="model", code="model_not_found")
+    if settings.task != task:
+        other = "/v1/embeddings" if settings.task == "embed" else "/v1/completions"
+        raise BadRequest(f"model '{model}' is served on {other}", param="model")
+
+
+def _card(model: str) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": _STARTED, "owned_by": "triton-serve"}
+
+
+@router.get("/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": [_card(m) for m in sorted(_exposed(_plane(request)))]}
+
+
+@router.get("/models/{model}")
+async def get_model(request: Request, model: str) -> dict[str, Any]:
+    if model not in _exposed(_plane(request)):
+        raise NotFound(f"The model '{model}' does not exist", code="model_not_found")
+    return _card(model)
+
+
+async def _generate(
+    request: Request, endpoint: str, body: CompletionRequest | ChatCompletionRequest
+) -> Response:
+    plane = _plane(request)
+    _check(plane, body.model, "generate")
+    payload = body.model_dump(exclude_unset=True)
+    if body.stream:
+        events = await plane.stream(body.model, "openai_stream", endpoint, payload)
+        return StreamingResponse(events, media_type="text/event-stream")
+    return JSONResponse(await plane.call(body.model, "openai_call", endpoint, payload))
+
+
+@router.post("/completions")
+async def completions(request: Request) -> Response:
+    body = parse_openai_body(CompletionRequest, await read_body(request))
+    return await _generate(request, "completions", body)
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    body = parse_openai_body(ChatCompletionRequest, await read_body(request))
+    return await _generate(request, "chat", body)
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request) -> Response:
+    body = parse_openai_body(EmbeddingRequest, await read_body(request))
+    plane = _plane(request)
+    _check(plane, body.model, "embed")
+    payload = body.model_dump(exclude_unset=True)
+    return JSONResponse(await plane.call(body.model, "openai_call", "embeddings", payload))
