@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from app.triton.server import _interpreter_library_dir
+
 __all__ = ["StandaloneTriton", "find_free_port", "wheel_paths"]
 
 _READY_TIMEOUT_S = 60.0
@@ -189,8 +191,10 @@ class StandaloneTriton:
         """Bundled libs on LD_LIBRARY_PATH; this interpreter's bin first so model.py finds numpy."""
         env = dict(os.environ)
         libs = str(paths["libs"])
+        # As for the in-process engine: the stub must link this interpreter's libpython.
+        interpreter_lib = _interpreter_library_dir() or ""
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
-            p for p in (libs, env.get("LD_LIBRARY_PATH", "")) if p
+            p for p in (libs, interpreter_lib, env.get("LD_LIBRARY_PATH", "")) if p
         )
         bin_dir = str(Path(sys.executable).parent)
         env["PATH"] = os.pathsep.join(p for p in (bin_dir, env.get("PATH", "")) if p)

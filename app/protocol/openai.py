@@ -242,7 +242,10 @@ def parse_openai_body(model_class: type[_Request], body: bytes) -> _Request:
         return model_class.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first.get("loc", ())) or None
+        location = first.get("loc", ())
+        # OpenAI's ``param`` is the request field; union branches ("str", "list[str]")
+        # that pydantic adds to the location say nothing to a client.
+        field = str(location[0]) if location else None
         message = first.get("msg", "invalid value").removeprefix("Value error, ")
         if first.get("type") == "extra_forbidden":
             message = "unrecognized request argument"
