@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from app.triton.server import _interpreter_library_dir
+from app.triton.server import interpreter_library_dir
 
 __all__ = ["StandaloneTriton", "find_free_port", "wheel_paths"]
 
@@ -192,7 +192,7 @@ class StandaloneTriton:
         env = dict(os.environ)
         libs = str(paths["libs"])
         # As for the in-process engine: the stub must link this interpreter's libpython.
-        interpreter_lib = _interpreter_library_dir() or ""
+        interpreter_lib = interpreter_library_dir() or ""
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             p for p in (libs, interpreter_lib, env.get("LD_LIBRARY_PATH", "")) if p
         )

@@ -44,7 +44,7 @@ from app.triton.model_info import (
 )
 from app.triton.options import Options
 
-__all__ = ["Model", "Server"]
+__all__ = ["Model", "Server", "interpreter_library_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -419,7 +419,7 @@ def _prepare_environment(install: TritonInstall) -> None:
     # The stub links "libpython3.x.so" by soname; without this it may find the
     # system's copy (another patch release) and then fail on the interpreter's own
     # extension modules (``_ssl``, ``_hashlib``) that need the matching one.
-    interpreter_lib = _interpreter_library_dir()
+    interpreter_lib = interpreter_library_dir()
     if interpreter_lib is not None:
         lib_dirs.append(interpreter_lib)
     current = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p]
@@ -430,7 +430,7 @@ def _prepare_environment(install: TritonInstall) -> None:
         os.environ["PATH"] = ":".join([bin_dir, *[p for p in path if p != bin_dir]])
 
 
-def _interpreter_library_dir() -> str | None:
+def interpreter_library_dir() -> str | None:
     """The running interpreter's shared-library directory, unless it is a system one."""
     if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
         return None
