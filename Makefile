@@ -35,8 +35,11 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
+# The autoscaling tests are marked slow but take ~3 min on 2 cores, so they run here too;
+# test-slow keeps the soak and leak tests.
 test: lint typecheck
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m slow tests/integration/autoscaling $(PYTEST_ARGS)
 
 test-slow: install
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
