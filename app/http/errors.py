@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -9,7 +12,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import BadRequest, ServingError, kserve_body, openai_body, to_serving_error
 
-__all__ = ["error_response", "install_error_handlers"]
+__all__ = ["app_path", "error_response", "install_error_handlers", "is_openai_path"]
+
+
+def app_path(scope: Mapping[str, Any]) -> str:
+    """The request path inside the application: without the Serve route prefix
+    (``root_path``), so ``/v1/...`` and ``/v2/health/...`` match under any prefix."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path
+
+
+def is_openai_path(path: str) -> bool:
+    return path.startswith("/v1/")
 
 
 def error_response(err: ServingError, *, openai: bool = False) -> JSONResponse:
@@ -18,7 +35,7 @@ def error_response(err: ServingError, *, openai: bool = False) -> JSONResponse:
 
 
 def _is_openai(request: Request) -> bool:
-    return request.url.path.startswith("/v1/")
+    return is_openai_path(app_path(request.scope))
 
 
 async def _serving(request: Request, exc: Exception) -> JSONResponse:

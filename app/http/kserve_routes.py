@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -163,14 +164,26 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 @router.get("/v2/models/stats")
 async def all_statistics(request: Request) -> dict[str, Any]:
+    """Statistics of every permitted model whose deployment answers within
+    ``READY_TIMEOUT_S``; a deployment without a running replica is left out rather
+    than holding the answer for the whole request timeout."""
     plane = dataplane(request)
-    stats: list[Any] = []
-    for deployment, models in _models_by_deployment(plane).items():
-        if not any(permits(m) for m in models):
-            continue
-        result = await plane.call_deployment(deployment, models[0], "model_statistics", None, None)
-        stats += [s for s in result["model_stats"] if permits(s.get("name", ""))]
-    return {"model_stats": stats}
+
+    async def of_deployment(deployment: str, models: list[str]) -> list[Any]:
+        try:
+            result = await plane.call_deployment(
+                deployment, models[0], "model_statistics", None, None, timeout_s=READY_TIMEOUT_S
+            )
+        except (Unavailable, RequestTimeout):
+            return []
+        return [s for s in result["model_stats"] if permits(s.get("name", ""))]
+
+    wanted = [
+        of_deployment(deployment, models)
+        for deployment, models in _models_by_deployment(plane).items()
+        if any(permits(m) for m in models)
+    ]
+    return {"model_stats": [s for part in await asyncio.gather(*wanted) for s in part]}
 
 
 @router.get("/v2/models/{model}")

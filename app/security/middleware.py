@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import ServingError
-from app.http.errors import error_response
+from app.http.errors import app_path, error_response, is_openai_path
 from app.security.context import current_key, request_timeout_s
 from app.security.guard import TIMEOUT_HEADER, Guard, challenge, parse_request_timeout
 
@@ -28,7 +28,7 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
+        path = app_path(scope)
         headers = _headers(scope)
         state = getattr(scope.get("app"), "state", None)
         guard: Guard | None = getattr(state, "guard", None)
@@ -39,7 +39,7 @@ class EdgeMiddleware:
             else:
                 key, slot = None, None
         except ServingError as err:
-            response = error_response(err, openai=path.startswith("/v1/"))
+            response = error_response(err, openai=is_openai_path(path))
             response.headers.update(challenge(err))
             await response(scope, receive, send)
             return

@@ -382,3 +382,13 @@ def test_openapi_describes_v2_bodies() -> None:
     assert "application/octet-stream" in body
     assert "429" in infer["responses"] and "503" in infer["responses"]
     assert "$defs" not in json.dumps(spec)
+
+
+async def test_paths_are_matched_under_a_route_prefix(tmp_path: Path) -> None:
+    app = make_app({"api_keys_file": str(key_file(tmp_path))})
+    transport = httpx.ASGITransport(app=app, root_path="/secure")
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.get("/secure/v2/health/live")).status_code == 200
+        response = await c.post("/secure/v1/embeddings", json={})
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "authentication_error"

@@ -88,6 +88,60 @@ def _wait_for_models(url: str, models: list[str], timeout: float) -> None:
             time.sleep(1)
 
 
+SECURE_APP = "triton-secure"
+SECURE_PREFIX = "/secure"
+# Keys of the secured application (test_auth.py): sha256 form for one, plain for the rest.
+ADMIN_KEY = "admin-key-0123456789abcdef"
+OTHER_TEAM_KEY = "other-team-key-0123456789"
+LIMITED_KEY = "limited-key-0123456789abc"
+
+
+@pytest.fixture(scope="package")
+def secure_url(
+    serve_url: str, model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A second application, under ``/secure``, with API keys on: its own router and
+    an echo deployment on CPU."""
+    import hashlib
+
+    import yaml
+
+    keys = [
+        {
+            "name": "admin",
+            "sha256": hashlib.sha256(ADMIN_KEY.encode()).hexdigest(),
+            "models": "*",
+            "repository": True,
+        },
+        {"name": "other-team", "key": OTHER_TEAM_KEY, "models": ["streamer"]},
+        {"name": "limited", "key": LIMITED_KEY, "models": "*", "requests_per_s": 0.2, "burst": 1},
+    ]
+    key_file = tmp_path_factory.mktemp("secrets") / "api-keys.yaml"
+    key_file.write_text(yaml.safe_dump({"keys": keys}))
+    args = {
+        "model_repository": str(model_repository),
+        "triton": {"log_info": False},
+        "router": {"num_cpus": 0.1},
+        "deployments": [{"name": "echo", "models": ["echo"], "num_gpus": 0, "num_cpus": 0.25}],
+        "security": {"api_keys_file": str(key_file)},
+    }
+    serve._run(build_app(args), _blocking=False, name=SECURE_APP, route_prefix=SECURE_PREFIX)
+    url = f"{serve_url}{SECURE_PREFIX}"
+    deadline = time.monotonic() + 180
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/v2/models/echo/ready", headers=headers).status_code == 200:
+                break
+        if time.monotonic() > deadline:
+            raise TimeoutError("the secured application did not become ready")
+        time.sleep(1)
+    try:
+        yield url
+    finally:
+        serve.delete(SECURE_APP)
+
+
 @pytest.fixture(scope="package")
 def http_host(serve_url: str) -> str:
     """``host:port`` as tritonclient wants it."""
