@@ -25,9 +25,10 @@ from app.deployments.state import (
     current_app_name,
     get_state_store,
 )
+from app.deployments.streaming import coalesce
 from app.errors import BadRequest, NotFound, ServingError, Unavailable, from_triton
-from app.placement.apply import load_overrides
 from app.llm.service import OpenAIService
+from app.placement.apply import load_overrides
 from app.protocol.kserve_v2 import (
     InputSpec,
     decode_generate_request,
@@ -180,7 +181,14 @@ class ModelReplica:
         self, model: str, version: str | None, body: bytes
     ) -> AsyncIterator[bytes]:
         """SSE events. The first item is ``b""`` once the request is accepted, so the
-        router can turn an early error into a proper status instead of a broken stream."""
+        router can turn an early error into a proper status instead of a broken stream;
+        events already waiting travel together (``coalesce``)."""
+        async for chunk in coalesce(self._generate_events(model, version, body)):
+            yield chunk
+
+    async def _generate_events(
+        self, model: str, version: str | None, body: bytes
+    ) -> AsyncGenerator[bytes, None]:
         number = self._owned(model, version)
         request = await self._generate_request(model, number, body)
         try:
@@ -226,11 +234,8 @@ class ModelReplica:
             events = self.openai.chat_stream(body)
         else:
             raise NotFound(f"no streaming OpenAI endpoint {endpoint!r}")
-        try:
-            async for event in events:
-                yield event
-        finally:
-            await events.aclose()
+        async for chunk in coalesce(events):
+            yield chunk
 
     # ---- model information ----
 
