@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from app.grpc.config import GrpcConfig
 from app.llm.config import OpenAIModelConfig
 from app.placement.config import GpuMemoryConfig, GpuPoolConfig
 from app.security.config import SecurityConfig
@@ -309,6 +310,10 @@ class AppConfig(_Config):
     security: SecurityConfig = Field(
         default_factory=SecurityConfig,
         description="API keys, their scopes and limits (off without a key file).",
+    )
+    grpc: GrpcConfig = Field(
+        default_factory=GrpcConfig,
+        description="Triton's gRPC protocol on the router (its port is Serve's grpc_options).",
     )
     gpus: GpuPoolConfig | None = Field(
         default=None,

@@ -26,10 +26,19 @@ from app.deployments.state import (
     get_state_store,
 )
 from app.deployments.streaming import coalesce
-from app.errors import BadRequest, NotFound, ServingError, Unavailable, from_triton
+from app.errors import (
+    BadRequest,
+    NotFound,
+    NotImplementedFeature,
+    ServingError,
+    Unavailable,
+    from_triton,
+)
 from app.llm.service import OpenAIService
 from app.placement.apply import load_overrides
+from app.protocol import kserve_v2_grpc
 from app.protocol.kserve_v2 import (
+    DecodedInferRequest,
     InputSpec,
     decode_generate_request,
     decode_infer_request,
@@ -141,19 +150,7 @@ class ModelReplica:
         shape = await self._shape(model, number)
         if shape.decoupled:
             raise BadRequest(f"model '{model}' is decoupled; use generate_stream or gRPC streaming")
-        request = InferenceRequest(
-            model_name=model,
-            model_version=number,
-            inputs={i.name: i.to_tensor() for i in decoded.inputs},
-            request_id=decoded.id or "",
-            parameters=decoded.parameters,
-            output_names=[o.name for o in decoded.outputs] if decoded.outputs else None,
-            priority=decoded.priority,
-            timeout_us=decoded.timeout_us or 0,
-            correlation_id=decoded.sequence_id,
-            flags=(1 if decoded.sequence_start else 0) | (2 if decoded.sequence_end else 0),
-        )
-        response = await self._run(infer_once(self.server, request))
+        response = await self._run(infer_once(self.server, _engine_request(model, number, decoded)))
         outputs = [
             (name, DataType.from_numpy(array.dtype), array)
             for name, array in response.outputs.items()
@@ -212,6 +209,68 @@ class ModelReplica:
             yield sse_error_event(from_triton(exc))
         finally:
             stream.cancel()
+
+    # ---- Triton's gRPC protocol: serialized messages, decoded here like HTTP bodies ----
+
+    async def grpc_infer(self, model: str, version: str | None, message: bytes) -> bytes:
+        """A serialized ``ModelInferRequest`` in, a serialized ``ModelInferResponse`` out."""
+        number = self._owned(model, version)
+        decoded, _ = self._decode_grpc(message)
+        shape = await self._shape(model, number)
+        if shape.decoupled:
+            raise NotImplementedFeature(
+                f"ModelInfer RPC doesn't support models with decoupled transaction policy "
+                f"('{model}'); use ModelStreamInfer"
+            )
+        response = await self._run(infer_once(self.server, _engine_request(model, number, decoded)))
+        encoded = kserve_v2_grpc.encode_infer_response(
+            model,
+            shape.version_label,
+            decoded.id,
+            _typed_outputs(response.outputs),
+            response.parameters,
+        )
+        return bytes(encoded.SerializeToString())
+
+    async def grpc_stream_infer(
+        self, model: str, version: str | None, message: bytes
+    ) -> AsyncIterator[bytes]:
+        """Serialized ``ModelStreamInferResponse``s of one request of a stream, as
+        Triton sends them: responses without outputs only when the client asked for
+        an empty final response, each then flagged with ``triton_final_response``;
+        an engine error mid-stream is a last response with ``error_message``. The
+        first item is ``b""`` once the request is accepted (errors before it raise)."""
+        number = self._owned(model, version)
+        decoded, empty_final = self._decode_grpc(message)
+        label = (await self._shape(model, number)).version_label
+        try:
+            stream = AsyncResponseIterator(self.server, _engine_request(model, number, decoded))
+        except TritonError as exc:
+            raise from_triton(exc) from exc
+        yield b""
+        try:
+            async for response in stream:
+                if not response.outputs and not (response.final and empty_final):
+                    continue
+                parameters = dict(response.parameters)
+                if empty_final:
+                    parameters[kserve_v2_grpc.FINAL_RESPONSE_PARAMETER] = response.final
+                encoded = kserve_v2_grpc.encode_infer_response(
+                    model, label, decoded.id, _typed_outputs(response.outputs), parameters
+                )
+                yield bytes(kserve_v2_grpc.stream_response(encoded).SerializeToString())
+        except TritonError as exc:
+            error = kserve_v2_grpc.stream_error(from_triton(exc).message)
+            yield bytes(error.SerializeToString())
+        finally:
+            stream.cancel()
+
+    def _decode_grpc(self, message: bytes) -> tuple[DecodedInferRequest, bool]:
+        return kserve_v2_grpc.decode_infer_request(
+            kserve_v2_grpc.parse_infer_request(message),
+            max_elements=self.cfg.max_tensor_elements,
+            max_bytes_element=self.cfg.max_bytes_element_bytes,
+        )
 
     # ---- OpenAI API (bodies validated by the router) ----
 
@@ -465,6 +524,21 @@ class ModelReplica:
     def _unload_quietly(self, model: str) -> None:
         with contextlib.suppress(TritonError):
             self.server.unload(model)
+
+
+def _engine_request(model: str, version: int, decoded: DecodedInferRequest) -> InferenceRequest:
+    return InferenceRequest(
+        model_name=model,
+        model_version=version,
+        inputs={i.name: i.to_tensor() for i in decoded.inputs},
+        request_id=decoded.id or "",
+        parameters=decoded.parameters,
+        output_names=[o.name for o in decoded.outputs] if decoded.outputs else None,
+        priority=decoded.priority,
+        timeout_us=decoded.timeout_us or 0,
+        correlation_id=decoded.sequence_id,
+        flags=(1 if decoded.sequence_start else 0) | (2 if decoded.sequence_end else 0),
+    )
 
 
 def _typed_outputs(outputs: dict[str, Any]) -> list[tuple[str, DataType, Any]]:

@@ -10,6 +10,7 @@ from ray import serve
 from app.config import AppConfig
 from app.deployments.dataplane import DataPlane
 from app.deployments.state import current_app_name
+from app.grpc.service import TritonGrpcMethods
 from app.http.app import create_http_app
 from app.observability import RouterMetrics
 from app.security.guard import Guard
@@ -18,8 +19,9 @@ __all__ = ["Router"]
 
 
 @serve.ingress()
-class Router:
-    """Holds the handles; routes reach them through ``app.state.dataplane``."""
+class Router(TritonGrpcMethods):
+    """Holds the handles; routes reach them through ``app.state.dataplane``. Triton's
+    gRPC RPCs (``TritonGrpcMethods``) arrive through Serve's gRPC proxy."""
 
     def __init__(self, app_config: dict[str, Any], handles: dict[str, Any]) -> None:
         cfg = AppConfig.model_validate(app_config)
@@ -27,12 +29,14 @@ class Router:
         # Reads the key file here, so a missing or malformed one fails the replica
         # at start with the reason, not its first request.
         self.guard = Guard(cfg.security, router_replicas=cfg.router.num_replicas)
+        self.router_metrics = RouterMetrics()  # HTTP and gRPC requests alike
+        self.init_grpc(cfg)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this on the replica after ``__init__``: the app is built here,
         not pickled, and gets this replica's state."""
         app = create_http_app()
         app.state.dataplane = self.dataplane
-        app.state.router_metrics = RouterMetrics()
+        app.state.router_metrics = self.router_metrics
         app.state.guard = self.guard
         return app

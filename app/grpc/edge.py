@@ -1,0 +1,96 @@
+"""The edge of a gRPC call: API keys, limits and the client's timeout from the call's
+metadata, with the same ``Guard`` as HTTP, and errors as gRPC statuses."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from app.errors import Internal, ServingError
+from app.grpc.status import grpc_code
+from app.observability import RouterMetrics
+from app.security.context import current_key, request_timeout_s
+from app.security.guard import TIMEOUT_HEADER, Guard, parse_request_timeout
+from app.security.keys import ApiKey
+from app.security.limits import Slot
+
+__all__ = ["admit", "metadata_value", "run_unary", "set_error"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def metadata_value(grpc_context: Any, name: str) -> str | None:
+    """A metadata entry of the call (gRPC lower-cases metadata keys)."""
+    if grpc_context is None:
+        return None
+    for key, value in grpc_context.invocation_metadata():
+        if key == name:
+            return value if isinstance(value, str) else None
+    return None
+
+
+def set_error(grpc_context: Any, err: ServingError) -> None:
+    """Put ``err`` on the call: Serve's proxy copies code and details to the client."""
+    if grpc_context is not None:
+        grpc_context.set_code(grpc_code(err))
+        grpc_context.set_details(err.message)
+
+
+async def admit(
+    guard: Guard | None, path: str, grpc_context: Any
+) -> tuple[ApiKey | None, Slot, float | None]:
+    """Authenticate and admit a call as HTTP does for ``path`` (``/v2/health/...`` is
+    open; ``/v2/repository/...`` needs a repository key): its key, its concurrency
+    slot and the client's ``x-request-timeout``. Raises 400, 401, 403 or 429."""
+    timeout = parse_request_timeout(metadata_value(grpc_context, TIMEOUT_HEADER))
+    if guard is None:
+        return None, Slot(None), timeout
+    key, slot = await guard.admit(path, metadata_value(grpc_context, "authorization"))
+    return key, slot, timeout
+
+
+async def run_unary(
+    guard: Guard | None,
+    metrics: RouterMetrics | None,
+    grpc_context: Any,
+    call: tuple[str, str, str],
+    work: Callable[[], Awaitable[T]],
+    empty: T,
+) -> T:
+    """Run a unary RPC's ``work`` under its key, limits and timeout; ``call`` is the
+    (guard path, model, RPC name). A ``ServingError`` (any other error as INTERNAL)
+    becomes the call's gRPC status and ``empty`` is returned: raising instead would
+    make Serve log every client mistake as a server failure."""
+    path, model, route = call
+    started = time.perf_counter()
+    error: ServingError | None = None
+    slot: Slot | None = None
+    result = empty
+    try:
+        key, slot, timeout = await admit(guard, path, grpc_context)
+        key_token = current_key.set(key)
+        timeout_token = request_timeout_s.set(timeout)
+        try:
+            result = await work()
+        finally:
+            request_timeout_s.reset(timeout_token)
+            current_key.reset(key_token)
+    except ServingError as err:
+        error = err
+    except Exception as exc:
+        log.exception("gRPC %s failed", route, exc_info=exc)
+        error = Internal(f"internal error: {type(exc).__name__}: {exc}")
+    finally:
+        if slot is not None:
+            slot.release()
+    if error is not None:
+        set_error(grpc_context, error)
+        result = empty
+    if metrics is not None:
+        status = error.status_code if error is not None else 200
+        metrics.observe(model, f"grpc/{route}", status, time.perf_counter() - started)
+    return result

@@ -1,0 +1,333 @@
+"""``inference.GRPCInferenceService`` on the router, reached through Serve's gRPC proxy.
+
+Serve's proxy (``grpc_options.grpc_servicer_functions`` =
+``app.grpc.servicer.add_inference_service_to_server``) calls the ingress
+deployment's method named like each RPC with the request message and a
+``grpc_context``; ``ModelStreamInfer`` (bidirectional) gets an async iterator of
+requests and answers with an async generator. The methods here are mixed into
+``Router``, so one router replica serves HTTP and gRPC with the same data plane.
+
+Why Serve's proxy and not a gRPC server of our own: Ray 2.60's proxy carries
+unary, server-streaming and bidirectional RPCs (each client message reaches the
+replica as it is sent; responses stream back as they are yielded) and needs no
+``application`` metadata when one application runs, so ``tritonclient.grpc``
+works unchanged. Measured on this stack: a ``ServerLive`` round trip of ~6 ms,
+streamed responses arriving as they are produced, statuses set on
+``grpc_context`` reaching the client. The one obstacle, tritonclient's messages
+not pickling, is solved in ``app.grpc.servicer``.
+
+Errors are answered as the HTTP routes answer them (same checks, same
+``ServingError``), with the gRPC status of ``app.grpc.status``; on
+``ModelStreamInfer`` they are in-stream ``error_message``s, as Triton sends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from tritonclient.grpc import service_pb2 as pb
+
+from app.config import AppConfig
+from app.deployments.dataplane import DataPlane, _serving_error
+from app.errors import (
+    Forbidden,
+    NotImplementedFeature,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServingError,
+    Unavailable,
+)
+from app.grpc.edge import admit, run_unary, set_error
+from app.grpc.servicer import register_proto_modules
+from app.grpc.stream import multiplex
+from app.http.kserve_routes import EXTENSIONS, READY_TIMEOUT_S
+from app.observability import RouterMetrics
+from app.protocol import kserve_v2_grpc as convert
+from app.security.context import current_key, permits, request_timeout_s
+from app.security.guard import Guard
+
+__all__ = ["TritonGrpcMethods"]
+
+
+class Serialized:
+    """A message the model replica already serialized: Serve sends
+    ``SerializeToString()`` to the client, so tensors are not decoded and encoded
+    again in the router."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def SerializeToString(self) -> bytes:
+        return self.data
+
+
+def _version(text: str) -> str | None:
+    return text or None
+
+
+def _unsupported(rpc: str, what: str) -> Callable[..., Awaitable[Any]]:
+    async def method(self: Any, request: Any, grpc_context: Any = None) -> Any:
+        set_error(grpc_context, NotImplementedFeature(f"{rpc}: {what} is not supported here"))
+        return getattr(pb, f"{rpc}Response")()
+
+    method.__name__ = rpc
+    return method
+
+
+class TritonGrpcMethods:
+    """The RPCs of ``inference.GRPCInferenceService``, named as Serve's proxy calls them.
+
+    The class using it sets ``dataplane``, ``guard`` and ``router_metrics`` and
+    calls ``init_grpc`` in its ``__init__``.
+    """
+
+    dataplane: DataPlane
+    guard: Guard
+    router_metrics: RouterMetrics
+
+    def init_grpc(self, cfg: AppConfig) -> None:
+        # Messages arrive pickled from the proxy; unpickling needs tritonclient's
+        # modules under the names its classes carry.
+        register_proto_modules()
+        self.grpc_cfg = cfg.grpc
+
+    async def _unary(
+        self,
+        grpc_context: Any,
+        call: tuple[str, str, str],
+        work: Callable[[], Awaitable[Any]],
+        empty: Any,
+    ) -> Any:
+        return await run_unary(self.guard, self.router_metrics, grpc_context, call, work, empty)
+
+    # ---- health and metadata ----
+
+    async def ServerLive(self, request: Any, grpc_context: Any = None) -> Any:
+        async def work() -> Any:
+            return pb.ServerLiveResponse(live=True)
+
+        call = ("/v2/health/live", "", "ServerLive")
+        return await self._unary(grpc_context, call, work, pb.ServerLiveResponse())
+
+    async def ServerReady(self, request: Any, grpc_context: Any = None) -> Any:
+        async def work() -> Any:
+            return pb.ServerReadyResponse(ready=not await self.dataplane.not_ready())
+
+        call = ("/v2/health/ready", "", "ServerReady")
+        return await self._unary(grpc_context, call, work, pb.ServerReadyResponse())
+
+    async def ModelReady(self, request: Any, grpc_context: Any = None) -> Any:
+        model, version = request.name, _version(request.version)
+
+        async def work() -> Any:
+            self.dataplane.deployment_of(model)
+            try:
+                ready = await self.dataplane.call(
+                    model, "model_ready", model, version, timeout_s=READY_TIMEOUT_S
+                )
+            except (Unavailable, RequestTimeout):
+                ready = False
+            return pb.ModelReadyResponse(ready=bool(ready))
+
+        call = (f"/v2/models/{model}/ready", model, "ModelReady")
+        return await self._unary(grpc_context, call, work, pb.ModelReadyResponse())
+
+    async def ServerMetadata(self, request: Any, grpc_context: Any = None) -> Any:
+        async def work() -> Any:
+            reports = await self.dataplane.reports()
+            version = next((r.triton_version for r in reports if r.triton_version), "")
+            return pb.ServerMetadataResponse(name="triton", version=version, extensions=EXTENSIONS)
+
+        return await self._unary(
+            grpc_context, ("/v2", "", "ServerMetadata"), work, pb.ServerMetadataResponse()
+        )
+
+    async def ModelMetadata(self, request: Any, grpc_context: Any = None) -> Any:
+        model, version = request.name, _version(request.version)
+
+        async def work() -> Any:
+            metadata = await self.dataplane.call(model, "model_metadata", model, version)
+            return convert.encode_model_metadata(metadata)
+
+        call = (f"/v2/models/{model}", model, "ModelMetadata")
+        return await self._unary(grpc_context, call, work, pb.ModelMetadataResponse())
+
+    async def ModelConfig(self, request: Any, grpc_context: Any = None) -> Any:
+        model, version = request.name, _version(request.version)
+
+        async def work() -> Any:
+            config = await self.dataplane.call(model, "model_config", model, version)
+            return convert.encode_model_config(config)
+
+        call = (f"/v2/models/{model}/config", model, "ModelConfig")
+        return await self._unary(grpc_context, call, work, pb.ModelConfigResponse())
+
+    async def ModelStatistics(self, request: Any, grpc_context: Any = None) -> Any:
+        model, version = request.name, _version(request.version)
+
+        async def work() -> Any:
+            if model:
+                result = await self.dataplane.call(model, "model_statistics", model, version)
+                return convert.encode_statistics(result["model_stats"])
+            return convert.encode_statistics(await self._all_statistics())
+
+        call = (f"/v2/models/{model or 'stats'}/stats", model, "ModelStatistics")
+        return await self._unary(grpc_context, call, work, pb.ModelStatisticsResponse())
+
+    async def _all_statistics(self) -> list[Any]:
+        """Every permitted model's statistics; deployments without a replica that
+        answers within ``READY_TIMEOUT_S`` are left out, as on HTTP."""
+        plane = self.dataplane
+        by_deployment: dict[str, list[str]] = {}
+        for model, deployment in plane.owner.items():
+            by_deployment.setdefault(deployment, []).append(model)
+
+        async def of_deployment(deployment: str, models: list[str]) -> list[Any]:
+            try:
+                result = await plane.call_deployment(
+                    deployment, models[0], "model_statistics", None, None, timeout_s=READY_TIMEOUT_S
+                )
+            except (Unavailable, RequestTimeout):
+                return []
+            return [s for s in result["model_stats"] if permits(s.get("name", ""))]
+
+        wanted = [
+            of_deployment(deployment, models)
+            for deployment, models in by_deployment.items()
+            if any(permits(m) for m in models)
+        ]
+        return [s for part in await asyncio.gather(*wanted) for s in part]
+
+    # ---- repository ----
+
+    async def RepositoryIndex(self, request: Any, grpc_context: Any = None) -> Any:
+        async def work() -> Any:
+            if request.repository_name:
+                raise NotImplementedFeature("repository_name: this server has one repository")
+            states = await self.dataplane.model_states()
+            return convert.encode_repository_index(
+                {"name": name, **state}
+                for name, state in sorted(states.items())
+                if not request.ready or state["state"] == "READY"
+            )
+
+        call = ("/v2/repository/index", "", "RepositoryIndex")
+        return await self._unary(grpc_context, call, work, pb.RepositoryIndexResponse())
+
+    async def RepositoryModelLoad(self, request: Any, grpc_context: Any = None) -> Any:
+        model = request.model_name
+
+        async def work() -> Any:
+            plane = self.dataplane
+            plane.deployment_of(model)
+            load = convert.decode_load_request(request)
+            files = load.files() if load.names_files() else None
+            if files and not plane.cfg.allow_repository_file_overrides:
+                raise Forbidden(
+                    "load requests with 'file:' parameters are disabled; an operator can "
+                    "enable them with allow_repository_file_overrides"
+                )
+            generation = await plane.set_intent(model, True, load.config, files)
+            await plane.call(model, "load_model", model, load.config, files, generation)
+            return pb.RepositoryModelLoadResponse()
+
+        call = (f"/v2/repository/models/{model}/load", model, "RepositoryModelLoad")
+        return await self._unary(grpc_context, call, work, pb.RepositoryModelLoadResponse())
+
+    async def RepositoryModelUnload(self, request: Any, grpc_context: Any = None) -> Any:
+        model = request.model_name
+
+        async def work() -> Any:
+            plane = self.dataplane
+            plane.deployment_of(model)
+            dependents = convert.decode_unload_dependents(request)
+            generation = await plane.set_intent(model, False, None, None)
+            await plane.call(model, "unload_model", model, dependents, generation)
+            return pb.RepositoryModelUnloadResponse()
+
+        call = (f"/v2/repository/models/{model}/unload", model, "RepositoryModelUnload")
+        return await self._unary(grpc_context, call, work, pb.RepositoryModelUnloadResponse())
+
+    # ---- inference ----
+
+    def _forwardable(self, request: Any) -> bytes:
+        """The request serialized for the model replica; 413 over the body limit."""
+        limit = self.dataplane.cfg.max_request_body_bytes
+        size = request.ByteSize()
+        if size > limit:
+            raise PayloadTooLarge(
+                f"ModelInferRequest of {size} bytes exceeds the limit of {limit} bytes"
+            )
+        return bytes(request.SerializeToString())
+
+    async def ModelInfer(self, request: Any, grpc_context: Any = None) -> Any:
+        model, version = request.model_name, _version(request.model_version)
+
+        async def work() -> Any:
+            self.dataplane.deployment_of(model)
+            message = self._forwardable(request)
+            return Serialized(
+                await self.dataplane.call(model, "grpc_infer", model, version, message)
+            )
+
+        call = (f"/v2/models/{model}/infer", model, "ModelInfer")
+        return await self._unary(grpc_context, call, work, pb.ModelInferResponse())
+
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[Any], grpc_context: Any = None
+    ) -> AsyncIterator[Serialized]:
+        """One stream: the key and its limits apply to the stream (one concurrency
+        slot while it is open); each request is checked against the key's models.
+        A refused stream ends with its status before any response."""
+        try:
+            key, slot, timeout = await admit(self.guard, "/v2/models/stream", grpc_context)
+        except ServingError as err:
+            set_error(grpc_context, err)
+            # Raised, not returned: a stream that yields nothing carries no status.
+            raise
+        context = contextvars.copy_context()
+        context.run(current_key.set, key)
+        context.run(request_timeout_s.set, timeout)
+        try:
+            async for response in multiplex(
+                requests,
+                self._stream_one,
+                max_in_flight=self.grpc_cfg.max_stream_requests_in_flight,
+                buffer=self.grpc_cfg.stream_response_buffer,
+                context=context,
+            ):
+                yield Serialized(response)
+        finally:
+            slot.release()
+
+    async def _stream_one(self, request: Any) -> AsyncIterator[bytes]:
+        model, version = request.model_name, _version(request.model_version)
+        try:
+            message = self._forwardable(request)
+            events = await self.dataplane.stream(
+                model, "grpc_stream_infer", model, version, message
+            )
+            async for event in events:
+                yield event
+        except ServingError as err:
+            yield bytes(convert.stream_error(err.message).SerializeToString())
+        except Exception as exc:
+            failure = _serving_error(exc, model)
+            yield bytes(convert.stream_error(failure.message).SerializeToString())
+
+    # ---- Triton features this server does not offer (shared memory lives next to
+    # Triton, which here is in another process behind the router) ----
+
+    SystemSharedMemoryStatus = _unsupported("SystemSharedMemoryStatus", "shared memory")
+    SystemSharedMemoryRegister = _unsupported("SystemSharedMemoryRegister", "shared memory")
+    SystemSharedMemoryUnregister = _unsupported("SystemSharedMemoryUnregister", "shared memory")
+    CudaSharedMemoryStatus = _unsupported("CudaSharedMemoryStatus", "CUDA shared memory")
+    CudaSharedMemoryRegister = _unsupported("CudaSharedMemoryRegister", "CUDA shared memory")
+    CudaSharedMemoryUnregister = _unsupported("CudaSharedMemoryUnregister", "CUDA shared memory")
+    TraceSetting = _unsupported("TraceSetting", "tracing")
+    LogSettings = _unsupported("LogSettings", "changing log settings")

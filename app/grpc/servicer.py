@@ -1,0 +1,32 @@
+"""The servicer function Serve's gRPC proxy imports (``grpc_options.grpc_servicer_functions``)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+__all__ = ["add_inference_service_to_server", "register_proto_modules"]
+
+# tritonclient's generated classes name the modules they were compiled from
+# (``grpc_service_pb2``, ``model_config_pb2``), not the package they live in.
+_PROTO_MODULES = {
+    "grpc_service_pb2": "tritonclient.grpc.service_pb2",
+    "model_config_pb2": "tritonclient.grpc.model_config_pb2",
+}
+
+
+def register_proto_modules() -> None:
+    import importlib
+
+    for alias, real in _PROTO_MODULES.items():
+        module = importlib.import_module(real)
+        existing = sys.modules.setdefault(alias, module)
+        if existing is not module:
+            raise RuntimeError(f"module {alias!r} is already {existing!r}, not {real}")
+
+
+def add_inference_service_to_server(servicer: Any, server: Any) -> None:
+    from tritonclient.grpc import service_pb2_grpc
+
+    register_proto_modules()
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
