@@ -57,12 +57,24 @@ def app_args(model_repository: Path) -> dict[str, Any]:
     }
 
 
+# Serve's gRPC proxy serves Triton's gRPC protocol (test_grpc*.py) next to HTTP.
+GRPC_SERVICER = "app.grpc.servicer.add_inference_service_to_server"
+
+
 @pytest.fixture(scope="package")
-def serve_url(model_repository: Path) -> Iterator[str]:
+def grpc_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="package")
+def serve_url(model_repository: Path, grpc_port: int) -> Iterator[str]:
     port = _free_port()
     ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.start(
+            http_options={"host": "127.0.0.1", "port": port},
+            grpc_options={"port": grpc_port, "grpc_servicer_functions": [GRPC_SERVICER]},
+        )
         serve._run(build_app(app_args(model_repository)), _blocking=False, name=APP_NAME)
         url = f"http://127.0.0.1:{port}"
         _wait_for_models(url, ["echo", "streamer", "ensemble_pipeline"], timeout=180)
@@ -146,3 +158,9 @@ def secure_url(
 def http_host(serve_url: str) -> str:
     """``host:port`` as tritonclient wants it."""
     return serve_url.removeprefix("http://")
+
+
+@pytest.fixture(scope="package")
+def grpc_host(serve_url: str, grpc_port: int) -> str:
+    """``host:port`` of Serve's gRPC proxy, for ``tritonclient.grpc``."""
+    return f"127.0.0.1:{grpc_port}"
