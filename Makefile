@@ -16,17 +16,12 @@ $(STAMP): pyproject.toml setup.py app/triton/_shim.c
 
 install: $(STAMP)
 
-# A local Ray head that declares LOGICAL_GPUS logical GPUs (fractional packing on CPU),
-# on its own port so it does not collide with another local cluster; it is stopped
-# again when `serve run` ends (Ctrl-C). Token auth is off for this single-user local head.
+# A private local Ray cluster that declares LOGICAL_GPUS logical GPUs (fractional
+# packing on CPU), torn down with `make serve` itself (Ctrl-C): other Ray clusters of
+# the user are left alone.
 LOGICAL_GPUS ?= 2
-RAY_PORT ?= 6390
 serve: install
-	@RAY_AUTH_MODE=disabled bash -c 'trap "$(VENV)/bin/ray stop --force >/dev/null 2>&1" EXIT; \
-	  $(VENV)/bin/ray start --head --node-ip-address=127.0.0.1 --port=$(RAY_PORT) \
-	    --num-gpus=$(LOGICAL_GPUS) \
-	    --include-dashboard=false --disable-usage-stats >/dev/null && \
-	  $(VENV)/bin/serve run --address 127.0.0.1:$(RAY_PORT) $(SERVE_CONFIG)'
+	$(PY) -m app.local_stack $(SERVE_CONFIG) --num-gpus $(LOGICAL_GPUS)
 
 lint: install
 	$(VENV)/bin/ruff check app tests bench
