@@ -23,6 +23,7 @@ from app.protocol.openai import (
     EmbeddingRequest,
     parse_openai_body,
 )
+from app.security.context import permits
 
 __all__ = ["router"]
 
@@ -55,12 +56,13 @@ def _card(model: str) -> dict[str, Any]:
 
 @router.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    return {"object": "list", "data": [_card(m) for m in sorted(_exposed(_plane(request)))]}
+    models = sorted(m for m in _exposed(_plane(request)) if permits(m))
+    return {"object": "list", "data": [_card(m) for m in models]}
 
 
 @router.get("/models/{model}")
 async def get_model(request: Request, model: str) -> dict[str, Any]:
-    if model not in _exposed(_plane(request)):
+    if model not in _exposed(_plane(request)) or not permits(model):
         raise NotFound(f"The model '{model}' does not exist", code="model_not_found")
     return _card(model)
 
