@@ -426,10 +426,14 @@ class ModelReplica:
                 raise from_triton(exc) from exc
 
     def _latest_version(self, model: str) -> str:
-        for entry in self.server.repository_index(ready_only=True):
-            if entry.name == model:
-                return entry.version
-        return ""
+        """The version Triton runs for version -1: the highest ready one (the index
+        lists each ready version, lowest first)."""
+        versions = [
+            int(entry.version)
+            for entry in self.server.repository_index(ready_only=True)
+            if entry.name == model and entry.version.isdigit()
+        ]
+        return str(max(versions)) if versions else ""
 
     async def _shape(self, model: str, version: int) -> _ModelShape:
         key = (model, version)

@@ -8,9 +8,7 @@ tritonclient plugin; with a single application no metadata is needed
 
 from __future__ import annotations
 
-import queue
 from collections.abc import Iterator
-from typing import Any
 
 import grpc
 import httpx
@@ -18,21 +16,17 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
 from ray import serve
-from tritonclient._plugin import InferenceServerClientPlugin
 from tritonclient.utils import InferenceServerException
 
 from tests.echo_dtypes import NUMERIC
 from tests.integration.serve.conftest import APP_NAME, BODY_LIMIT
-
-
-class Metadata(InferenceServerClientPlugin):
-    """Adds metadata entries to every call of a client (streams included)."""
-
-    def __init__(self, **entries: str) -> None:
-        self.entries = entries
-
-    def __call__(self, request: Any) -> None:
-        request.headers = {**(request.headers or {}), **self.entries}
+from tests.integration.serve.grpc_support import (
+    Collector,
+    Metadata,
+    echo_input,
+    is_final,
+    status_of,
+)
 
 
 def make_client(grpc_host: str, **metadata: str) -> triton_grpc.InferenceServerClient:
@@ -45,20 +39,6 @@ def make_client(grpc_host: str, **metadata: str) -> triton_grpc.InferenceServerC
 def client(grpc_host: str) -> Iterator[triton_grpc.InferenceServerClient]:
     with make_client(grpc_host) as c:
         yield c
-
-
-def status_of(call: Any) -> grpc.StatusCode:
-    with pytest.raises(InferenceServerException) as info:
-        call()
-    status = info.value.status()
-    assert status is not None, info.value
-    return next(code for code in grpc.StatusCode if str(code) == status)
-
-
-def echo_input(name: str, data: np.ndarray, datatype: str) -> triton_grpc.InferInput:
-    tensor = triton_grpc.InferInput(name, list(data.shape), datatype)
-    tensor.set_data_from_numpy(data)
-    return tensor
 
 
 # ---- health, metadata, config ----
@@ -156,29 +136,11 @@ def test_repository_index_unload_and_load(client: triton_grpc.InferenceServerCli
 # ---- ModelStreamInfer ----
 
 
-class Collector:
-    """Stream callback results, in arrival order."""
-
-    def __init__(self) -> None:
-        self.items: queue.Queue[tuple[Any, Any]] = queue.Queue()
-
-    def __call__(self, result: Any, error: Any) -> None:
-        self.items.put((result, error))
-
-    def take(self, n: int, timeout: float = 60) -> list[tuple[Any, Any]]:
-        return [self.items.get(timeout=timeout) for _ in range(n)]
-
-
 def count_input(n: int, delay_ms: int | None = None) -> list[triton_grpc.InferInput]:
     inputs = [echo_input("COUNT", np.array([n], dtype=np.int32), "INT32")]
     if delay_ms is not None:
         inputs.append(echo_input("DELAY_MS", np.array([delay_ms], dtype=np.int32), "INT32"))
     return inputs
-
-
-def is_final(result: Any) -> bool | None:
-    final = result.get_response().parameters.get("triton_final_response")
-    return None if final is None else bool(final.bool_param)
 
 
 def test_stream_tokens_in_order_with_empty_final(client: triton_grpc.InferenceServerClient) -> None:
