@@ -7,23 +7,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from app.config import AppConfig, model_owner
+from app.config import AppConfig, ModelDeploymentConfig, model_owner
 from app.deployments.state import ReplicaReport, get_state_store
 from app.errors import Internal, NotFound, RequestTimeout, ServingError, Unavailable
 from app.observability import label_metrics
 from app.security.context import authorize_model, request_timeout_s
+from app.security.limits import DeploymentGate
 
 __all__ = ["DataPlane"]
 
 log = logging.getLogger(__name__)
 
 _REPORT_CACHE_S = 0.5
+# Calls that answer questions about a model rather than run it: never shed here, so
+# readiness and metadata stay truthful under load.
+_UNBOUNDED_METHODS = frozenset(
+    {
+        "model_ready",
+        "model_metadata",
+        "model_config",
+        "model_statistics",
+        "load_model",
+        "unload_model",
+    }
+)
+
+
+def gate_limits(dep: ModelDeploymentConfig, router_replicas: int) -> tuple[int | None, int]:
+    """``DeploymentGate`` limits for this router: its share of the replicas'
+    ``max_ongoing_requests`` (held back here) and ``max_queued_requests`` (waiting
+    here). Autoscaling deployments hold nothing back and bound the total, counting
+    ``max_replicas``; Serve's own limit still applies there."""
+    routers = max(1, router_replicas)
+    if dep.autoscaling is not None:
+        ongoing = math.ceil(dep.max_ongoing_requests * dep.autoscaling.max_replicas / routers)
+        return None, ongoing + dep.max_queued_requests
+    ongoing = math.ceil(dep.max_ongoing_requests * (dep.num_replicas or 1) / routers)
+    return ongoing, dep.max_queued_requests
 
 
 class DataPlane:
@@ -38,6 +65,10 @@ class DataPlane:
         self._reports: list[ReplicaReport] = []
         self._reports_at = 0.0
         self._reports_lock = asyncio.Lock()
+        self.gates = {
+            dep.name: DeploymentGate(*gate_limits(dep, cfg.router.num_replicas))
+            for dep in cfg.deployments
+        }
 
     # ---- calls to model deployments ----
 
@@ -51,6 +82,20 @@ class DataPlane:
         if deployment is None:
             raise NotFound(f"unknown model: '{model}' is not served here")
         return deployment
+
+    async def admit(
+        self, deployment: str, model: str, method: str, timeout_s: float
+    ) -> DeploymentGate | None:
+        """A place in the deployment's gate (None for calls that are never held back),
+        waiting at most ``timeout_s``; 503 when its line is full, 408 on timeout."""
+        if method in _UNBOUNDED_METHODS:
+            return None
+        gate = self.gates[deployment]
+        try:
+            await asyncio.wait_for(gate.enter(model), timeout=timeout_s)
+        except TimeoutError:
+            raise RequestTimeout(f"model '{model}' did not answer in time") from None
+        return gate
 
     def timeout_s(self, limit: float | None = None) -> float:
         """Seconds a call may take: the router's limit, shortened by ``limit`` and by
@@ -69,10 +114,13 @@ class DataPlane:
         self, deployment: str, model: str, method: str, *args: Any, timeout_s: float | None = None
     ) -> Any:
         """``call`` without the model check, for requests about a whole deployment."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s(timeout_s)
+        gate = await self.admit(deployment, model, method, deadline - loop.time())
         response = None
         try:
             response = self.handles[deployment].options(method_name=method).remote(*args)
-            return await asyncio.wait_for(response, timeout=self.timeout_s(timeout_s))
+            return await asyncio.wait_for(response, timeout=max(0.0, deadline - loop.time()))
         except asyncio.CancelledError:  # the client went away
             _cancel_quietly(response)
             raise
@@ -81,22 +129,35 @@ class DataPlane:
                 # Cancels the request in the replica, which cancels it in Triton.
                 _cancel_quietly(response)
             raise _serving_error(exc, model) from None
+        finally:
+            if gate is not None:
+                gate.leave()
 
     async def stream(self, model: str, method: str, *args: Any) -> AsyncIterator[bytes]:
         """Stream a deployment generator; its first item (``b""``) is awaited before
         returning, so errors before the stream starts still raise here."""
-        handle = self.handles[self.deployment_of(model)]
+        deployment = self.deployment_of(model)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s()
+        gate = await self.admit(deployment, model, method, deadline - loop.time())
         generator = None
         try:
-            generator = handle.options(method_name=method, stream=True).remote(*args)
-            first = await asyncio.wait_for(generator.__anext__(), timeout=self.timeout_s())
+            generator = (
+                self.handles[deployment].options(method_name=method, stream=True).remote(*args)
+            )
+            first = await asyncio.wait_for(
+                generator.__anext__(), timeout=max(0.0, deadline - loop.time())
+            )
         except StopAsyncIteration:
             first = b""
-        except Exception as exc:
-            if generator is not None:
-                _cancel_quietly(generator)
+        except BaseException as exc:
+            _cancel_quietly(generator)
+            if gate is not None:
+                gate.leave()
+            if not isinstance(exc, Exception):  # cancelled: the client went away
+                raise
             raise _serving_error(exc, model) from None
-        return _rest(first, generator)
+        return _rest(first, generator, gate)
 
     # ---- state reported by replicas ----
 
@@ -191,7 +252,7 @@ def _metrics_export_port() -> int | None:
         return None
 
 
-async def _rest(first: bytes, generator: Any) -> AsyncIterator[bytes]:
+async def _rest(first: bytes, generator: Any, gate: DeploymentGate | None) -> AsyncIterator[bytes]:
     try:
         if first:
             yield first
@@ -200,6 +261,8 @@ async def _rest(first: bytes, generator: Any) -> AsyncIterator[bytes]:
                 yield chunk
     finally:
         _cancel_quietly(generator)
+        if gate is not None:
+            gate.leave()
 
 
 def _cancel_quietly(response: Any) -> None:

@@ -16,13 +16,13 @@ from pydantic import ValidationError
 from ray.serve.exceptions import BackPressureError
 
 from app.config import AppConfig
-from app.deployments.dataplane import DataPlane
+from app.deployments.dataplane import DataPlane, gate_limits
 from app.deployments.state import ReplicaReport
 from app.http.app import create_http_app
 from app.security.config import KeyLimits, SecurityConfig
 from app.security.guard import Guard
 from app.security.keys import digest_of, load_key_file
-from app.security.limits import KeyLimiter, TokenBucket
+from app.security.limits import DeploymentGate, KeyLimiter, TokenBucket
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
 ECHO_KEY = "echo-only-key-0123456789"
@@ -200,12 +200,12 @@ class FakeStore:
     reports = _Reports()
 
 
-def make_app(security: dict[str, Any], request_timeout_s: float = 30) -> Any:
+def make_app(security: dict[str, Any], request_timeout_s: float = 30, **deployment: Any) -> Any:
     cfg = AppConfig.model_validate(
         {
             "model_repository": "m",
             "router": {"request_timeout_s": request_timeout_s},
-            "deployments": [{"name": "all", "models": MODELS}],
+            "deployments": [{"name": "all", "models": MODELS, **deployment}],
             "security": security,
         }
     )
@@ -215,6 +215,7 @@ def make_app(security: dict[str, Any], request_timeout_s: float = 30) -> Any:
     plane.handles = {"all": FakeHandle(plane.calls, plane.gate)}  # type: ignore[attr-defined]
     plane.store = FakeStore()
     plane._reports, plane._reports_at, plane._reports_lock = [], 0.0, asyncio.Lock()
+    plane.gates = {"all": DeploymentGate(*gate_limits(cfg.deployments[0], 1))}
     app = create_http_app()
     app.state.dataplane = plane
     app.state.guard = Guard(cfg.security)
@@ -392,3 +393,94 @@ async def test_paths_are_matched_under_a_route_prefix(tmp_path: Path) -> None:
         response = await c.post("/secure/v1/embeddings", json={})
         assert response.status_code == 401
         assert response.json()["error"]["type"] == "authentication_error"
+
+
+def test_gate_limits_are_what_serve_would_accept() -> None:
+    cfg = AppConfig.model_validate(
+        {
+            "model_repository": "m",
+            "deployments": [
+                {"name": "a", "models": ["a"], "max_ongoing_requests": 4, "max_queued_requests": 8},
+                {"name": "b", "models": ["b"], "num_replicas": 3, "max_ongoing_requests": 4},
+                {
+                    "name": "c",
+                    "models": ["c"],
+                    "max_ongoing_requests": 5,
+                    "autoscaling": {
+                        "min_replicas": 0,
+                        "max_replicas": 2,
+                        "target_ongoing_requests": 2,
+                    },
+                },
+            ],
+        }
+    )
+    a, b, c = cfg.deployments
+    assert gate_limits(a, 1) == (4, 8)
+    assert gate_limits(b, 1) == (12, 256) and gate_limits(b, 2) == (6, 256)
+    assert gate_limits(c, 1) == (None, 10 + 256)
+
+
+async def test_gate_holds_a_line_and_hands_places_over() -> None:
+    gate = DeploymentGate(running=1, queued=2)
+    await gate.enter("m")
+    second = asyncio.create_task(gate.enter("m"))
+    third = asyncio.create_task(gate.enter("m"))
+    await asyncio.sleep(0)
+    with pytest.raises(Exception, match="queue is full"):
+        await gate.enter("m")
+    third.cancel()  # a caller that gives up leaves the line
+    await asyncio.sleep(0)
+    assert len(gate.waiters) == 1
+    gate.leave()
+    await second  # the place went to the next in line
+    assert gate.running == 1 and not gate.waiters
+    gate.leave()
+    assert gate.running == 0
+    autoscaled = DeploymentGate(running=None, queued=1)
+    await autoscaled.enter("m")
+    with pytest.raises(Exception, match="queue is full"):
+        await autoscaled.enter("m")
+
+
+async def test_router_sheds_beyond_the_line() -> None:
+    """One replica taking 1 and queueing 1: the first infer runs, the second waits in
+    the router's line, the third is shed at once; metadata calls are never held."""
+    app = make_app({}, max_ongoing_requests=1, max_queued_requests=1)
+    plane = app.state.dataplane
+    gate = plane.gates["all"]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        held = [asyncio.create_task(c.post(INFER, json={"wait": True})) for _ in range(2)]
+        for _ in range(500):
+            if gate.in_flight == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(plane.calls) == 1  # the second has not reached Serve
+        shed = await c.post(INFER, content=b"{}")
+        assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
+        assert "queue is full" in shed.json()["error"]
+        assert (await c.get("/v2/models/echo")).status_code == 200
+        plane.gate.set()
+        assert [(await t).status_code for t in held] == [200, 200]
+        assert gate.in_flight == 0
+        assert (await c.post(INFER, content=b"{}")).status_code == 200
+        # A stream that fails before its first chunk gives its place back too.
+        assert (await c.post("/v2/models/streamer/generate_stream", json={})).status_code == 503
+        assert gate.in_flight == 0
+
+
+async def test_waiting_in_line_counts_toward_the_timeout() -> None:
+    app = make_app({}, max_ongoing_requests=1, max_queued_requests=4)
+    gate = app.state.dataplane.gates["all"]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        first = asyncio.create_task(c.post(INFER, json={"wait": True}))
+        for _ in range(500):
+            if gate.running == 1:
+                break
+            await asyncio.sleep(0.01)
+        waited = await c.post(INFER, content=b"{}", headers={"X-Request-Timeout": "0.2"})
+        assert waited.status_code == 408
+        assert not gate.waiters
+        app.state.dataplane.gate.set()
+        assert (await first).status_code == 200
+        assert gate.in_flight == 0
