@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import posixpath
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import ml_dtypes
@@ -14,12 +16,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from app.config import validate_model_name
+from app.deployments.model import parse_version
 from app.errors import ServingError
 from app.protocol.kserve_v2 import (
     InputSpec,
+    LoadRequest,
     decode_generate_request,
     decode_infer_request,
     encode_infer_response,
+    parse_header_length,
 )
 from app.triton.tensors import DataType
 
@@ -181,3 +187,85 @@ def test_mutated_binary_requests_only_raise_serving_errors(
     ):
         with contextlib.suppress(ServingError):
             decode_infer_request(candidate, length, **LIMITS)
+
+
+# ---- limits, and names that reach Triton or the filesystem ----
+
+SMALL_LIMITS: dict[str, int] = {"max_elements": 6, "max_bytes_element": 4}
+
+
+@SETTINGS
+@given(
+    array=hnp.arrays(
+        np.object_,
+        hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=4),
+        elements=st.binary(max_size=6),
+    ),
+    binary=st.booleans(),
+)
+def test_accepted_requests_respect_the_limits(array: npt.NDArray[Any], binary: bool) -> None:
+    """Whatever is accepted is within max_elements and max_bytes_element; whatever is
+    over them is refused with 413, never decoded."""
+    if not binary:
+        array = np.vectorize(lambda b: b.hex()[:6].encode(), otypes=[object])(array)
+    tensor = httpclient.InferInput("s", list(array.shape), "BYTES")
+    tensor.set_data_from_numpy(array, binary_data=binary)
+    body, header = httpclient.InferenceServerClient.generate_request_body([tensor])
+    over = array.size > SMALL_LIMITS["max_elements"] or any(
+        len(v) > SMALL_LIMITS["max_bytes_element"] for v in array.ravel()
+    )
+    try:
+        (decoded,) = decode_infer_request(bytes(body), header, **SMALL_LIMITS).inputs
+    except ServingError as exc:
+        assert over and exc.status_code == 413, exc
+        return
+    assert not over
+    assert decoded.to_numpy().size <= SMALL_LIMITS["max_elements"]
+
+
+@SETTINGS
+@given(text=st.text(alphabet="0123456789+- x\t", max_size=8))
+def test_header_length_is_an_integer_or_400(text: str) -> None:
+    try:
+        value = parse_header_length(text)
+    except ServingError as exc:
+        assert exc.status_code == 400
+        return
+    assert value == int(text.strip())
+
+
+@SETTINGS
+@given(text=st.text(alphabet="0123456789-+. a/%", max_size=20))
+def test_version_is_a_non_negative_integer_or_400(text: str) -> None:
+    try:
+        version = parse_version(text)
+    except ServingError as exc:
+        assert exc.status_code == 400
+        return
+    assert version == (int(text) if text else -1)
+    assert version >= -1 and (text == "" or text.isdigit())
+
+
+@SETTINGS
+@given(name=st.text(alphabet="ab./\\ \x00%~", min_size=0, max_size=12))
+def test_model_names_stay_inside_the_repository(name: str) -> None:
+    try:
+        validate_model_name(name)
+    except ValueError:
+        return
+    root = PurePosixPath("/repository")
+    resolved = PurePosixPath(posixpath.normpath(root / name))
+    assert resolved.parent == root and resolved.name == name
+
+
+@SETTINGS
+@given(path=st.text(alphabet="ab./\\\x00", min_size=0, max_size=12))
+def test_file_parameters_stay_inside_the_model(path: str) -> None:
+    try:
+        LoadRequest.model_validate({"parameters": {f"file:{path}": "AA=="}})
+    except ValueError:  # pydantic's ValidationError is a ValueError
+        return
+    normalized = posixpath.normpath(path)
+    assert not posixpath.isabs(normalized)
+    assert normalized != ".." and not normalized.startswith("../")
+    assert "\x00" not in path and "\\" not in path
