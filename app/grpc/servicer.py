@@ -1,4 +1,15 @@
-"""The servicer function Serve's gRPC proxy imports (``grpc_options.grpc_servicer_functions``)."""
+"""The servicer function Serve's gRPC proxy imports (``grpc_options.grpc_servicer_functions``).
+
+Use ``app.grpc.servicer.add_inference_service_to_server``, not tritonclient's
+``add_GRPCInferenceServiceServicer_to_server`` directly: the proxy pickles each
+request message to hand it to the router replica, and tritonclient's generated
+classes say they live in modules named ``grpc_service_pb2`` and
+``model_config_pb2`` (the ``.proto`` files' names), which do not exist, so every
+call would fail with ``PicklingError`` (measured: ``UNKNOWN`` status on
+``ServerLive``). Registering those names as aliases of tritonclient's modules, in
+the proxy here and in the router (``TritonGrpcMethods.init_grpc``), lets the
+messages pickle by reference; nothing else about the service changes.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +27,7 @@ _PROTO_MODULES = {
 
 
 def register_proto_modules() -> None:
+    """Make tritonclient's messages picklable in this process (idempotent)."""
     import importlib
 
     for alias, real in _PROTO_MODULES.items():
@@ -26,6 +38,7 @@ def register_proto_modules() -> None:
 
 
 def add_inference_service_to_server(servicer: Any, server: Any) -> None:
+    """Register ``inference.GRPCInferenceService`` on Serve's gRPC server."""
     from tritonclient.grpc import service_pb2_grpc
 
     register_proto_modules()
