@@ -26,6 +26,7 @@ from app.deployments.state import (
     get_state_store,
 )
 from app.deployments.streaming import coalesce
+from app.deployments.stub_watch import StubWatch
 from app.errors import (
     BadRequest,
     NotFound,
@@ -47,6 +48,7 @@ from app.protocol.kserve_v2 import (
     sse_error_event,
     sse_event,
 )
+from app.protocol.kserve_v2_infer import classify
 from app.triton import (
     DataType,
     InferenceRequest,
@@ -112,6 +114,7 @@ class ModelReplica:
         self.load_errors: dict[str, str] = {}
         self._shapes: dict[tuple[str, int], _ModelShape] = {}
         self._applied: dict[str, int] = {}
+        self._load_args: dict[str, tuple[str | None, dict[str, bytes] | None]] = {}
         self._apply_lock = threading.Lock()
         self._store = get_state_store(current_app_name())
         intents: dict[str, ModelIntent] = {}
@@ -125,6 +128,7 @@ class ModelReplica:
             self._load(model, intent.config if intent else None, intent.files if intent else None)
             if intent is not None:
                 self._applied[model] = intent.generation
+        self.stubs = StubWatch(self.server, self.models, self._apply_lock, self._reload)
         self._stop_reporting = threading.Event()
         self._reporter = threading.Thread(
             target=self._report_forever, name="state-reporter", daemon=True
@@ -151,10 +155,12 @@ class ModelReplica:
         if shape.decoupled:
             raise BadRequest(f"model '{model}' is decoupled; use generate_stream or gRPC streaming")
         response = await self._run(infer_once(self.server, _engine_request(model, number, decoded)))
-        outputs = [
-            (name, DataType.from_numpy(array.dtype), array)
-            for name, array in response.outputs.items()
-        ]
+        classes = {o.name: o.classification for o in decoded.outputs or () if o.classification}
+        outputs = []
+        for name, array in response.outputs.items():
+            if name in classes:  # Triton's classification extension
+                array = classify(array, classes[name], batched=shape.max_batch_size > 0)
+            outputs.append((name, DataType.from_numpy(array.dtype), array))
         return encode_infer_response(
             model,
             shape.version_label,
@@ -276,6 +282,7 @@ class ModelReplica:
 
     async def openai_call(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         """``endpoint``: "completions", "chat" or "embeddings"."""
+        self._owned(body.get("model"), None)
         if endpoint == "completions":
             return await self.openai.completion(body)
         if endpoint == "chat":
@@ -286,6 +293,7 @@ class ModelReplica:
 
     async def openai_stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
         """SSE events; the first item is ``b""`` once generation has started."""
+        self._owned(body.get("model"), None)
         events: AsyncGenerator[bytes, None]
         if endpoint == "completions":
             events = self.openai.completion_stream(body)
@@ -307,7 +315,9 @@ class ModelReplica:
         return self._call(lambda: self.server.model(model, number).config().model_dump())
 
     async def model_ready(self, model: str, version: str | None) -> bool:
-        number = self._owned(model, version)
+        number = self._owned(model, version, serving=False)
+        if self.stubs.why_unavailable(model):
+            return False
         try:
             return self.server.model(model, number).ready()
         except TritonError:
@@ -328,13 +338,13 @@ class ModelReplica:
         self, model: str, config: str | None, files: dict[str, bytes] | None, generation: int
     ) -> None:
         """Load now (errors reach the caller); ``generation`` is the intent it fulfils."""
-        self._owned(model, None)
+        self._owned(model, None, serving=False)
         await asyncio.to_thread(
             self._apply, model, generation, lambda: self._load(model, config, files, True)
         )
 
     async def unload_model(self, model: str, unload_dependents: bool, generation: int) -> None:
-        self._owned(model, None)
+        self._owned(model, None, serving=False)
 
         def unload() -> None:
             try:
@@ -354,7 +364,10 @@ class ModelReplica:
                 return
             self._applied[model] = generation
             self._shapes.clear()
-            action()
+            try:
+                action()
+            finally:
+                self.stubs.snapshot()
 
     def model_states(self) -> dict[str, dict[str, Any]]:
         """State of each hosted model as Triton's index reports it, plus load errors."""
@@ -364,6 +377,9 @@ class ModelReplica:
             entry = index.get(model)
             state = entry.state if entry and entry.state else "UNAVAILABLE"
             reason = (entry.reason if entry else "") or self.load_errors.get(model, "")
+            stub_failure = self.stubs.why_unavailable(model)
+            if stub_failure is not None:
+                state, reason = "UNAVAILABLE", stub_failure
             if state == "UNAVAILABLE" and not reason:
                 reason = "unloaded"
             states[model] = {
@@ -379,6 +395,9 @@ class ModelReplica:
     def check_health(self) -> None:
         if not self.server.live():
             raise RuntimeError("the in-process Triton server is not live")
+        problem = self.stubs.health_problem()
+        if problem is not None:
+            raise RuntimeError(f"models that cannot recover in this replica: {problem}")
 
     def __del__(self) -> None:
         stop_reporting = getattr(self, "_stop_reporting", None)
@@ -390,9 +409,13 @@ class ModelReplica:
 
     # ---- internals ----
 
-    def _owned(self, model: str | None, version: str | None) -> int:
+    def _owned(self, model: str | None, version: str | None, *, serving: bool = True) -> int:
+        """The version number; raises if the model is not hosted here or, for
+        ``serving`` calls, cannot answer (its stub died and it is being reloaded)."""
         if model not in self.models:
             raise NotFound(f"model '{model}' is not served by deployment '{self.deployment_name}'")
+        if serving:
+            self.stubs.raise_if_unavailable(model)
         return parse_version(version)
 
     def _call(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -414,6 +437,7 @@ class ModelReplica:
         files: dict[str, bytes] | None = None,
         raise_errors: bool = False,
     ) -> None:
+        self._load_args[model] = (config, files)
         try:
             # The engine's GPU memory share follows the deployment's num_gpus.
             config, files = load_overrides(self.cfg, self.deployment_name, model, config, files)
@@ -497,6 +521,7 @@ class ModelReplica:
         """
         while not self._stop_reporting.is_set():
             try:
+                self.stubs.check()
                 self._report_once()
             except Exception as exc:  # the store restarts; keep serving meanwhile
                 log.warning("state report failed: %s", exc)
@@ -524,6 +549,12 @@ class ModelReplica:
                 )
             else:
                 self._apply(model, intent.generation, lambda m=model: self._unload_quietly(m))  # type: ignore[misc]
+
+    def _reload(self, model: str) -> None:
+        """Load ``model`` again as it was last loaded (its stubs died; it is unloaded)."""
+        self._shapes.clear()
+        config, files = self._load_args.get(model, (None, None))
+        self._load(model, config, files, raise_errors=True)
 
     def _unload_quietly(self, model: str) -> None:
         with contextlib.suppress(TritonError):
