@@ -108,12 +108,13 @@ OTHER_TEAM_KEY = "other-team-key-0123456789"
 LIMITED_KEY = "limited-key-0123456789abc"
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def secure_url(
     serve_url: str, model_repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A second application, under ``/secure``, with API keys on: its own router and
-    an echo deployment on CPU."""
+    an echo deployment on CPU. Module-scoped: it is deleted after its tests, as some
+    tests (gRPC without application metadata) need the cluster's only application."""
     import hashlib
 
     import yaml
