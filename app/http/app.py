@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
-from app.http.errors import install_error_handlers
+from app.http.errors import app_path, install_error_handlers
 from app.http.kserve_routes import router as kserve_router
 from app.http.openai_routes import router as openai_router
 from app.observability import RouterMetrics
@@ -37,7 +37,7 @@ async def request_context(
     started = time.perf_counter()
     response = await call_next(request)
     metrics: RouterMetrics | None = getattr(request.app.state, "router_metrics", None)
-    model, route = _route_of(request.url.path)
+    model, route = _route_of(app_path(request.scope))
     if metrics is not None and route != "metrics":
         metrics.observe(model, route, response.status_code, time.perf_counter() - started)
     return response

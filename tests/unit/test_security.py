@@ -484,3 +484,15 @@ async def test_waiting_in_line_counts_toward_the_timeout() -> None:
         app.state.dataplane.gate.set()
         assert (await first).status_code == 200
         assert gate.in_flight == 0
+
+
+async def test_refused_requests_are_counted_under_their_route(tmp_path: Path) -> None:
+    from app.observability import RouterMetrics
+
+    app = make_app({"api_keys_file": str(key_file(tmp_path))})
+    app.state.router_metrics = RouterMetrics()
+    transport = httpx.ASGITransport(app=app, root_path="/secure")
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.post(f"/secure{INFER}", content=b"{}")).status_code == 401
+    text = app.state.router_metrics.render()
+    assert 'triton_serve_requests_total{model="echo",route="infer",status="401"} 1' in text
