@@ -9,6 +9,7 @@ where engine error codes become HTTP statuses.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, ClassVar
 
 from app.triton.errors import (
@@ -189,6 +190,12 @@ _FROM_TRITON: dict[type[TritonError], type[ServingError]] = {
 }
 
 
+# The python backend reports a dead stub process as INTERNAL; it is the model's
+# process that failed, not the request, and the replica recovers or is replaced
+# (``ModelReplica``), so the client should retry: 503.
+_STUB_DIED = re.compile(r"Stub process '[^']*' is not healthy")
+
+
 def from_triton(exc: TritonError, *, retry_after: float | None = None) -> ServingError:
     """The HTTP error for an engine error; ``retry_after`` applies only to 503."""
     target: type[ServingError] = Internal
@@ -196,6 +203,8 @@ def from_triton(exc: TritonError, *, retry_after: float | None = None) -> Servin
         if cls in _FROM_TRITON:
             target = _FROM_TRITON[cls]
             break
+    if _STUB_DIED.search(exc.message):
+        target = Unavailable
     return target(exc.message, retry_after=retry_after if target is Unavailable else None)
 
 

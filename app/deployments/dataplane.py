@@ -9,7 +9,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -133,9 +133,18 @@ class DataPlane:
             if gate is not None:
                 gate.leave()
 
-    async def stream(self, model: str, method: str, *args: Any) -> AsyncIterator[bytes]:
+    async def stream(
+        self,
+        model: str,
+        method: str,
+        *args: Any,
+        on_error: Callable[[ServingError], bytes] | None = None,
+    ) -> AsyncIterator[bytes]:
         """Stream a deployment generator; its first item (``b""``) is awaited before
-        returning, so errors before the stream starts still raise here."""
+        returning, so errors before the stream starts still raise here. A failure
+        after that (e.g. the replica died) ends the stream with ``on_error(err)``'s
+        event when given, else raises ``err`` from the iterator; either way as a
+        ``ServingError``, never a connection cut without a word."""
         deployment = self.deployment_of(model)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s()
@@ -157,7 +166,7 @@ class DataPlane:
             if not isinstance(exc, Exception):  # cancelled: the client went away
                 raise
             raise _serving_error(exc, model) from None
-        return _rest(first, generator, gate)
+        return _rest(first, generator, gate, model, on_error)
 
     # ---- state reported by replicas ----
 
@@ -252,13 +261,25 @@ def _metrics_export_port() -> int | None:
         return None
 
 
-async def _rest(first: bytes, generator: Any, gate: DeploymentGate | None) -> AsyncIterator[bytes]:
+async def _rest(
+    first: bytes,
+    generator: Any,
+    gate: DeploymentGate | None,
+    model: str,
+    on_error: Callable[[ServingError], bytes] | None,
+) -> AsyncIterator[bytes]:
     try:
         if first:
             yield first
-        async for chunk in generator:
-            if chunk:
-                yield chunk
+        try:
+            async for chunk in generator:
+                if chunk:
+                    yield chunk
+        except Exception as exc:
+            err = _serving_error(exc, model)
+            if on_error is None:
+                raise err from None
+            yield on_error(err)
     finally:
         _cancel_quietly(generator)
         if gate is not None:

@@ -404,8 +404,12 @@ class ModelReplica:
         if stop_reporting is not None:
             stop_reporting.set()
         server = getattr(self, "server", None)
+        stubs = getattr(self, "stubs", None)
         if server is not None:
-            server.stop()
+            # Requests that met a dead stub never finish: waiting for them only
+            # delays the replacement, which needs this replica's resources.
+            broken = stubs is not None and stubs.health_problem() is not None
+            server.stop(exit_timeout_s=1 if broken else None)
 
     # ---- internals ----
 

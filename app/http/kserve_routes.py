@@ -19,6 +19,7 @@ from app.protocol.kserve_v2 import (
     UnloadRequest,
     parse_body,
     parse_header_length,
+    sse_error_event,
 )
 from app.security.context import permits
 
@@ -261,7 +262,9 @@ async def generate_stream(request: Request, model: str, version: str | None = No
     plane = dataplane(request)
     plane.deployment_of(model)
     body = await read_body(request)
-    events = await plane.stream(model, "generate_stream", model, version, body)
+    events = await plane.stream(
+        model, "generate_stream", model, version, body, on_error=sse_error_event
+    )
     return StreamingResponse(events, media_type="text/event-stream")
 
 

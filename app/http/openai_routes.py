@@ -14,14 +14,16 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.deployments.dataplane import DataPlane
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest, NotFound, ServingError, openai_body
 from app.http.kserve_routes import read_body
 from app.llm.config import OpenAIModelConfig
 from app.protocol.openai import (
+    SSE_DONE,
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
     parse_openai_body,
+    sse_data,
 )
 from app.security.context import permits
 
@@ -50,6 +52,11 @@ def _check(plane: DataPlane, model: str, task: str) -> None:
         raise BadRequest(f"model '{model}' is served on {other}", param="model")
 
 
+def _stream_error(err: ServingError) -> bytes:
+    """A failure after the stream started (its replica died): an error event, then [DONE]."""
+    return sse_data(openai_body(err)) + SSE_DONE
+
+
 def _card(model: str) -> dict[str, Any]:
     return {"id": model, "object": "model", "created": _STARTED, "owned_by": "triton-serve"}
 
@@ -74,7 +81,9 @@ async def _generate(
     _check(plane, body.model, "generate")
     payload = body.model_dump(exclude_unset=True)
     if body.stream:
-        events = await plane.stream(body.model, "openai_stream", endpoint, payload)
+        events = await plane.stream(
+            body.model, "openai_stream", endpoint, payload, on_error=_stream_error
+        )
         return StreamingResponse(events, media_type="text/event-stream")
     return JSONResponse(await plane.call(body.model, "openai_call", endpoint, payload))
 

@@ -65,6 +65,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "TRITONSERVER_ServerNew": (_ERR, [POINTER(ptr), ptr]),
     "TRITONSERVER_ServerDelete": (_ERR, [ptr]),
     "TRITONSERVER_ServerStop": (_ERR, [ptr]),
+    "TRITONSERVER_ServerSetExitTimeout": (_ERR, [ptr, c_unsigned]),
     "TRITONSERVER_ServerPollModelRepository": (_ERR, [ptr]),
     "TRITONSERVER_ServerIsLive": (_ERR, [ptr, POINTER(c_bool)]),
     "TRITONSERVER_ServerIsReady": (_ERR, [ptr, POINTER(c_bool)]),

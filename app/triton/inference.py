@@ -103,13 +103,14 @@ def _decode_outputs(raw: list[tuple[str, int, tuple[int, ...], Any]]) -> dict[st
 class _Stream:
     """Responses of one request, handed from the dispatcher to its iterator."""
 
-    __slots__ = ("done", "items", "server_ref", "waiter")
+    __slots__ = ("done", "items", "model_name", "server_ref", "waiter")
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, model_name: str) -> None:
         self.items: collections.deque[Any] = collections.deque()
         self.waiter: asyncio.Future[None] | None = None
         self.done = False
         self.server_ref = weakref.ref(server)
+        self.model_name = model_name
 
     def push(self, item: Any) -> None:
         self.items.append(item)
@@ -142,6 +143,15 @@ class _Dispatcher:
         self._on_readable()  # deliver what Triton completed before it stopped
         for key, stream in list(self.streams.items()):
             if stream.server_ref() is server:
+                del self.streams[key]
+                stream.push((key, True, (error.code, error.message), [], {}))
+
+    def fail_model(self, server: Server, model_name: str, error: TritonError) -> None:
+        """End every open stream of ``model_name`` on ``server`` (Triton will not
+        answer them: the model's backend process died)."""
+        self._on_readable()
+        for key, stream in list(self.streams.items()):
+            if stream.server_ref() is server and stream.model_name == model_name:
                 del self.streams[key]
                 stream.push((key, True, (error.code, error.message), [], {}))
 
@@ -182,7 +192,7 @@ class AsyncResponseIterator:
         self._finished = False
         loop = asyncio.get_running_loop()
         dispatcher = dispatcher_for(loop)
-        self._stream = _Stream(server)
+        self._stream = _Stream(server, request.model_name)
         key = next(_KEYS)
         try:
             self._pending = _shim.submit(

@@ -26,7 +26,12 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from app.triton._capi import PARAMETER_STRING, CApi, load_capi
-from app.triton.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from app.triton.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    TritonError,
+    UnavailableError,
+)
 from app.triton.inference import (
     AsyncResponseIterator,
     InferenceRequest,
@@ -43,6 +48,7 @@ from app.triton.model_info import (
     ServerMetadata,
 )
 from app.triton.options import Options
+from app.triton.stubs import StubProcess, running_stubs
 
 __all__ = ["Model", "Server", "interpreter_library_dir"]
 
@@ -99,8 +105,9 @@ class Server:
             self._wait_ready(timeout if timeout is not None else self.options.startup_timeout_s)
         return self
 
-    def stop(self) -> None:
-        """Stop Triton, waiting up to ``exit_timeout_s`` for requests in flight. Idempotent."""
+    def stop(self, *, exit_timeout_s: int | None = None) -> None:
+        """Stop Triton, waiting up to ``exit_timeout_s`` (default: the option's) for
+        requests in flight. Idempotent."""
         with self._lock:
             if self._server is None or self._capi is None:
                 self._stopped = True
@@ -110,6 +117,8 @@ class Server:
             self._stopped = True
         _LIVE.discard(self)
         try:
+            if exit_timeout_s is not None:
+                capi.check(capi.lib.TRITONSERVER_ServerSetExitTimeout(server, exit_timeout_s))
             capi.check(capi.lib.TRITONSERVER_ServerStop(server))
         except Exception as exc:  # still delete: a stop error must not leak the server
             log.warning("Triton stop reported: %s", exc)
@@ -270,6 +279,20 @@ class Server:
         )
         stats = capi.message_json(message).get("model_stats", [])
         return [ModelStatistics.model_validate(item) for item in stats]
+
+    # ---- python-backend stubs ----
+
+    def stub_processes(self) -> list[StubProcess]:
+        """This server's running python-backend stub processes."""
+        return running_stubs(self.shm_prefix)
+
+    def fail_requests(self, model_name: str, error: TritonError) -> None:
+        """End the open requests of ``model_name`` with ``error``, from any thread;
+        for requests Triton will never answer (their stub process died)."""
+        for dispatcher in all_dispatchers():
+            loop = dispatcher.loop_ref()
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(dispatcher.fail_model, self, model_name, error)
 
     # ---- internals ----
 

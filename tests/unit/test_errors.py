@@ -91,6 +91,19 @@ def test_from_triton_retry_after_only_for_unavailable() -> None:
     assert from_triton(triton_errors.InternalError("x"), retry_after=1).retry_after is None
 
 
+def test_dead_python_backend_stub_is_unavailable_not_internal() -> None:
+    # The python backend's words (Triton 2.51) for a request to a model whose stub died.
+    for message in (
+        "Stub process 'echo_0_0' is not healthy.",
+        "Failed to process the request(s) for model 'echo_0_0', message: "
+        "Stub process 'echo_0_0' is not healthy.",
+    ):
+        err = from_triton(triton_errors.InternalError(message), retry_after=1)
+        assert type(err) is Unavailable and err.status_code == 503
+        assert err.message == message and err.headers() == {"Retry-After": "1"}
+    assert type(from_triton(triton_errors.InternalError("stub crashed"))) is Internal
+
+
 def test_retry_after_header() -> None:
     assert Unavailable("busy", retry_after=1.2).headers() == {"Retry-After": "2"}
     assert Unavailable("busy").headers() == {}

@@ -1,0 +1,64 @@
+"""The python backend's stub processes of a server, as the operating system sees them.
+
+Triton 2.51 does not restart a stub that died (SIGKILL, OOM): every later request to
+its model fails with "Stub process '<instance>' is not healthy", and a decoupled
+request in flight never completes. The model still reports READY. So a server's
+owner watches its stubs to find out (see ``ModelReplica``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["StubProcess", "model_of_instance", "running_stubs"]
+
+_STUB = b"triton_python_backend_stub"
+# Triton names instances "<model>_<group index>_<instance index>" unless the
+# config names the instance group, which then replaces "<model>_<group index>".
+_INSTANCE = re.compile(r"^(?P<model>.+)_\d+_\d+$")
+
+
+@dataclass(frozen=True)
+class StubProcess:
+    """A running stub: ``pid`` and ``started`` (clock ticks since boot) together
+    name it, so a reused pid is never mistaken for it."""
+
+    pid: int
+    started: int
+    instance: str  # Triton's instance name, e.g. "echo_0_0"
+
+
+def running_stubs(shm_prefix: str) -> list[StubProcess]:
+    """Live (not zombie) stubs started by this process for the server with ``shm_prefix``."""
+    me = os.getpid()
+    needle = shm_prefix.encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if not argv[0].endswith(_STUB) or not any(needle in a for a in argv):
+            continue
+        # Fields after the command name: state, ppid, ... starttime is the 20th.
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z" or int(fields[1]) != me:
+            continue
+        instance = argv[8].decode(errors="replace") if len(argv) > 8 else ""
+        found.append(StubProcess(int(entry.name), int(fields[19]), instance))
+    return found
+
+
+def model_of_instance(instance: str, models: tuple[str, ...]) -> str | None:
+    """The model of ``models`` an instance belongs to, if its name says so."""
+    match = _INSTANCE.match(instance)
+    if match is None:
+        return None
+    name = match.group("model")
+    return name if name in models else None

@@ -1,0 +1,122 @@
+"""A real Ray cluster (``ray.cluster_utils.Cluster``: a head raylet, and worker raylets
+that tests add and kill) running the real application, for the fault tests.
+
+Layout: ``echo``, ``streamer`` and ``tiny-llm`` (OpenAI chat) on the head node's one
+logical GPU, one replica each; Serve's HTTP proxy on the head node only, so worker
+nodes on this machine do not compete for its port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import ray
+from ray import serve
+from ray.cluster_utils import Cluster
+
+from app.builders import build_app
+from tests.integration.serve.conftest import _free_port
+
+APP_NAME = "faults"
+MODELS = ["echo", "streamer", "tiny-llm"]
+
+
+def faults_app_args(model_repository: Path) -> dict[str, Any]:
+    quarter = {"num_gpus": 0.25, "num_cpus": 0.25}
+    return {
+        "model_repository": str(model_repository),
+        "triton": {"log_info": False},
+        "router": {"num_cpus": 0.1},
+        "deployments": [
+            {"name": "echo", "models": ["echo"], **quarter},
+            {"name": "streamer", "models": ["streamer"], **quarter},
+            {
+                "name": "tiny-llm",
+                "models": ["tiny-llm"],
+                "num_gpus": 0.5,
+                "num_cpus": 0.25,
+                "openai": {"tiny-llm": {"task": "generate"}},
+            },
+        ],
+    }
+
+
+def wait_ready(url: str, models: list[str], timeout: float) -> float:
+    """Seconds until every model answers 200 on ``/v2/models/<m>/ready``."""
+    started = time.monotonic()
+    pending = list(models)
+    while pending:
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"models not ready after {timeout} s: {pending}")
+        with contextlib.suppress(httpx.HTTPError):
+            pending = [
+                m
+                for m in pending
+                if httpx.get(f"{url}/v2/models/{m}/ready", timeout=10).status_code != 200
+            ]
+        if pending:
+            time.sleep(0.5)
+    return time.monotonic() - started
+
+
+@dataclass
+class Stack:
+    """The cluster and the application on it; ``ensure_running`` redeploys after a
+    test shut Serve down."""
+
+    cluster: Cluster
+    port: int
+    model_repository: Path
+    running: bool = False
+    startup_s: list[float] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ensure_running(self) -> str:
+        if not self.running:
+            started = time.monotonic()
+            serve.start(
+                proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": self.port}
+            )
+            app = build_app(faults_app_args(self.model_repository))
+            serve._run(app, _blocking=False, name=APP_NAME)
+            wait_ready(self.url, MODELS, timeout=300)
+            self.startup_s.append(time.monotonic() - started)
+            self.running = True
+        return self.url
+
+
+def start_cluster() -> Cluster:
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 4, "num_gpus": 1, "include_dashboard": False},
+    )
+    ray.init(address=cluster.address, log_to_driver=False)
+    return cluster
+
+
+@pytest.fixture(scope="package")
+def stack(model_repository: Path) -> Iterator[Stack]:
+    cluster = start_cluster()
+    state = Stack(cluster, _free_port(), model_repository)
+    try:
+        yield state
+    finally:
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture
+def faults_url(stack: Stack) -> str:
+    return stack.ensure_running()
