@@ -46,7 +46,9 @@ async def request_context(
 def create_http_app() -> FastAPI:
     app = FastAPI(
         title="triton-serve",
-        description="Triton models behind Ray Serve: KServe v2 (Triton) HTTP and OpenAI-compatible /v1.",
+        description=(
+            "Triton models behind Ray Serve: KServe v2 (Triton) HTTP and OpenAI-compatible /v1."
+        ),
         version="0.1.0",
     )
     app.include_router(kserve_router)

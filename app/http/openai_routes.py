@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
 
 from app.deployments.dataplane import DataPlane
 from app.errors import BadRequest, NotFound, ServingError, openai_body
@@ -57,6 +58,26 @@ def _stream_error(err: ServingError) -> bytes:
     return sse_data(openai_body(err)) + SSE_DONE
 
 
+def _json_body(model_class: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` of a route that parses its own body (to name fields in
+    OpenAI's ``param``): the model's JSON schema with its ``$defs`` inlined."""
+    schema = model_class.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    content = {"application/json": {"schema": inline(schema)}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
 def _card(model: str) -> dict[str, Any]:
     return {"id": model, "object": "model", "created": _STARTED, "owned_by": "triton-serve"}
 
@@ -88,19 +109,19 @@ async def _generate(
     return JSONResponse(await plane.call(body.model, "openai_call", endpoint, payload))
 
 
-@router.post("/completions")
+@router.post("/completions", openapi_extra=_json_body(CompletionRequest))
 async def completions(request: Request) -> Response:
     body = parse_openai_body(CompletionRequest, await read_body(request))
     return await _generate(request, "completions", body)
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", openapi_extra=_json_body(ChatCompletionRequest))
 async def chat_completions(request: Request) -> Response:
     body = parse_openai_body(ChatCompletionRequest, await read_body(request))
     return await _generate(request, "chat", body)
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", openapi_extra=_json_body(EmbeddingRequest))
 async def embeddings(request: Request) -> Response:
     body = parse_openai_body(EmbeddingRequest, await read_body(request))
     plane = _plane(request)

@@ -33,7 +33,7 @@ def router_schema(serve_url: str) -> Any:
     document["paths"] = {
         path: operations
         for path, operations in document["paths"].items()
-        if path.startswith("/v2") or path == "/metrics"
+        if path.startswith(("/v2", "/v1")) or path == "/metrics"
     }
     for path, operations in document["paths"].items():
         if path.startswith("/v2/repository/"):
