@@ -48,7 +48,7 @@ from app.protocol.kserve_v2 import (
     sse_error_event,
     sse_event,
 )
-from app.protocol.kserve_v2_infer import classify
+from app.protocol.kserve_v2_infer import classify, split_scheduling
 from app.triton import (
     DataType,
     InferenceRequest,
@@ -316,6 +316,7 @@ class ModelReplica:
 
     async def model_ready(self, model: str, version: str | None) -> bool:
         number = self._owned(model, version, serving=False)
+        self.stubs.check()
         if self.stubs.why_unavailable(model):
             return False
         try:
@@ -509,12 +510,15 @@ class ModelReplica:
             max_elements=self.cfg.max_tensor_elements,
             max_bytes_element=self.cfg.max_bytes_element_bytes,
         )
+        priority, timeout_us, parameters = split_scheduling(decoded.parameters)
         return InferenceRequest(
             model_name=model,
             model_version=version,
             inputs={i.name: i.to_tensor() for i in decoded.inputs},
             request_id=decoded.request_id or "",
-            parameters=decoded.parameters,
+            parameters=parameters,
+            priority=priority,
+            timeout_us=timeout_us,
         )
 
     def _report_forever(self) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "decode_infer_request",
     "encode_infer_response",
     "parse_header_length",
+    "split_scheduling",
 ]
 
 HEADER_LENGTH_HEADER = "Inference-Header-Content-Length"
@@ -111,6 +112,18 @@ def _uint(key: str, value: ParameterValue) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _UINT64_MAX:
         raise BadRequest(f"parameter {key!r} must be an unsigned integer, got {value!r}")
     return value
+
+
+def split_scheduling(
+    params: Mapping[str, ParameterValue],
+) -> tuple[int, int, dict[str, ParameterValue]]:
+    """(priority, timeout in microseconds, the other parameters) of a generate request:
+    the same reserved ``priority`` and ``timeout`` as ``infer`` takes, for Triton's
+    scheduler (priority levels and queue policy of the model's dynamic batcher)."""
+    rest = dict(params)
+    priority = _uint("priority", rest.pop("priority")) if "priority" in rest else 0
+    timeout = _uint("timeout", rest.pop("timeout")) if "timeout" in rest else 0
+    return priority, timeout, rest
 
 
 def _flag(key: str, value: ParameterValue) -> bool:

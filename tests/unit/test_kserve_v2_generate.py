@@ -172,3 +172,18 @@ def test_encode_generate_non_utf8_and_clashes() -> None:
 def test_sse_events() -> None:
     assert sse_event({"a": 1}) == b'data: {"a":1}\n\n'
     assert sse_error_event(Unavailable("busy")) == b'data: {"error":"busy"}\n\n'
+
+
+def test_generate_scheduling_parameters_are_split_off() -> None:
+    from app.errors import BadRequest
+    from app.protocol.kserve_v2_infer import split_scheduling
+
+    assert split_scheduling({"priority": 2, "timeout": 500, "temperature": 0.5}) == (
+        2,
+        500,
+        {"temperature": 0.5},
+    )
+    assert split_scheduling({"max_tokens": 4}) == (0, 0, {"max_tokens": 4})
+    for bad in ({"priority": -1}, {"timeout": "soon"}, {"priority": True}):
+        with pytest.raises(BadRequest):
+            split_scheduling(bad)
