@@ -3,7 +3,8 @@
 Triton 2.51 neither restarts a stub that died nor marks its model unready: requests
 fail with "Stub process '...' is not healthy" (non-decoupled ones after a second) or
 never finish (decoupled ones in flight). So the replica looks at its stubs on every
-report period; when one died it reports the model unready with the reason, ends the
+report period and before each request; when one died it reports the model unready
+with the reason, answers its new requests with a 503 at once, ends the
 model's requests in flight with a 503, and reloads the model (new stubs). If the
 reload fails (e.g. Triton still holds requests the dead stub never answered, so the
 unload cannot finish), the replica's health check fails and Serve replaces it.
@@ -18,7 +19,7 @@ from collections.abc import Callable
 
 from app.errors import Unavailable
 from app.triton import Server, TritonError, UnavailableError
-from app.triton.stubs import StubProcess, model_of_instance
+from app.triton.stubs import StubProcess, is_running, model_of_instance
 
 __all__ = ["RELOAD_UNLOAD_TIMEOUT_S", "StubWatch"]
 
@@ -55,13 +56,14 @@ class StubWatch:
         self._known = {(s.pid, s.started): s for s in self.server.stub_processes()}
 
     def check(self) -> None:
-        """Look for stubs that died since the last look (skipped while a load runs)."""
+        """Look for stubs that died since the last look (skipped while a load runs).
+        Cheap (a read per known stub): serving calls check before reaching Triton."""
         if not self.lock.acquire(blocking=False):
             return
         try:
-            before = self._known
-            self.snapshot()
-            died = [s for key, s in before.items() if key not in self._known]
+            died = [s for s in self._known.values() if not is_running(s)]
+            for stub in died:
+                del self._known[(stub.pid, stub.started)]
         finally:
             self.lock.release()
         for stub in died:
@@ -71,6 +73,7 @@ class StubWatch:
         return self.unrecoverable.get(model) or self.reloading.get(model)
 
     def raise_if_unavailable(self, model: str) -> None:
+        self.check()
         why = self.why_unavailable(model)
         if why is not None:
             raise Unavailable(f"model '{model}' is not ready: {why}", retry_after=5)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["StubProcess", "model_of_instance", "running_stubs"]
+__all__ = ["StubProcess", "is_running", "model_of_instance", "running_stubs"]
 
 _STUB = b"triton_python_backend_stub"
 # Triton names instances "<model>_<group index>_<instance index>" unless the
@@ -53,6 +53,17 @@ def running_stubs(shm_prefix: str) -> list[StubProcess]:
         instance = argv[8].decode(errors="replace") if len(argv) > 8 else ""
         found.append(StubProcess(int(entry.name), int(fields[19]), instance))
     return found
+
+
+def is_running(stub: StubProcess) -> bool:
+    """Still running (a stub that died stays a zombie until Triton reaps it); cheap
+    enough for every request: one small read."""
+    try:
+        stat = Path(f"/proc/{stub.pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0] != "Z" and int(fields[19]) == stub.started
 
 
 def model_of_instance(instance: str, models: tuple[str, ...]) -> str | None:
