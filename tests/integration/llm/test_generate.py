@@ -92,17 +92,17 @@ def _stub_cpu_seconds() -> float:
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v2/models/tiny-llm/generate_stream"])
 def test_client_disconnect_stops_generation(llm_url: str, path: str) -> None:
-    """Generation of 1500 tokens takes seconds of CPU; after the client hangs up
-    the stub's CPU use must stop growing (the engine stopped working on it)."""
+    """2000 tokens take at least 6 s of CPU; after the client hangs up, the stub's CPU
+    use must stop growing well before that (the engine stopped working on it)."""
     if path.startswith("/v1"):
         body: dict[str, object] = {
             "model": MODEL,
             "messages": [{"role": "user", "content": "Talk"}],
-            "max_tokens": 1500,
+            "max_tokens": 2000,
             "stream": True,
         }
     else:
-        body = {"text_input": "Talk", "stream": True, "max_tokens": 1500}
+        body = {"text_input": "Talk", "stream": True, "max_tokens": 2000}
     assert _stub_cpu_seconds() > 0, "no tiny-llm stub process found"
     with httpx.stream("POST", f"{llm_url}{path}", json=body, timeout=60) as response:
         assert response.status_code == 200
@@ -111,9 +111,14 @@ def test_client_disconnect_stops_generation(llm_url: str, path: str) -> None:
             seen += bool(line)
             if seen >= 5:
                 break
-    time.sleep(1.0)  # cancellation travels proxy -> router -> replica -> Triton -> stub
-    before = _stub_cpu_seconds()
-    time.sleep(2.0)
-    burnt = _stub_cpu_seconds() - before
-    # Generating would burn about a core (2 s of CPU in 2 s); idle stubs burn ~0.
-    assert burnt < 0.3, f"stub kept computing after the disconnect: {burnt:.2f} s CPU in 2 s"
+    hung_up = time.monotonic()
+    # Cancellation travels proxy -> router -> replica -> Triton -> stub; on a busy
+    # machine that can take a moment. Generating burns about a core; idle, ~0.
+    windows = []
+    while time.monotonic() - hung_up < 4.0:
+        before = _stub_cpu_seconds()
+        time.sleep(0.5)
+        windows.append(_stub_cpu_seconds() - before)
+        if windows[-1] < 0.05:
+            return
+    pytest.fail(f"stub kept computing after the disconnect: CPU per 0.5 s window {windows}")
