@@ -1,8 +1,8 @@
 """A real Ray cluster (``ray.cluster_utils.Cluster``: a head raylet, and worker raylets
 that tests add and kill) running the real application, for the fault tests.
 
-Layout: ``echo``, ``streamer`` and ``tiny-llm`` (OpenAI chat) on the head node's one
-logical GPU, one replica each; Serve's HTTP proxy on the head node only, so worker
+Layout: ``echo``, ``streamer`` and ``tiny-llm`` (OpenAI chat) share one of the head
+node's two logical GPUs, one replica each; Serve's HTTP proxy on the head node only, so worker
 nodes on this machine do not compete for its port.
 """
 
@@ -98,7 +98,8 @@ class Stack:
 def start_cluster() -> Cluster:
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 4, "num_gpus": 1, "include_dashboard": False},
+        # The second logical GPU is room for the node-loss test's replicas.
+        head_node_args={"num_cpus": 4, "num_gpus": 2, "include_dashboard": False},
     )
     ray.init(address=cluster.address, log_to_driver=False)
     return cluster
