@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SERVE_CONFIG ?= serve_configs/local.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install serve test test-slow lint typecheck bench clean
+.PHONY: install serve test test-slow test-soak lint typecheck bench clean
 
 $(STAMP): pyproject.toml setup.py app/triton/_shim.c
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ test: lint typecheck
 
 test-slow: install
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+# Mixed traffic for SOAK_SECONDS (30 min by default) against a local cluster: nothing
+# lost or corrupted, worker memory flat, no leaked processes (tests/integration/soak).
+SOAK_SECONDS ?= 1800
+test-soak: install
+	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest -m slow -s tests/integration/soak $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m bench.engine
