@@ -59,6 +59,7 @@ from app.triton import (
     TritonError,
 )
 from app.triton.inference import AsyncResponseIterator, infer_once
+from app.triton.server import remove_orphaned_shm
 
 __all__ = ["ModelReplica", "parse_version"]
 
@@ -530,6 +531,10 @@ class ModelReplica:
         while not self._stop_reporting.is_set():
             try:
                 self.stubs.check()
+                # A replica that died after this one started (e.g. the one it
+                # replaced, killed at the end of its graceful shutdown) left its
+                # regions; start() only swept those of processes dead by then.
+                remove_orphaned_shm()
                 self._report_once()
             except Exception as exc:  # the store restarts; keep serving meanwhile
                 log.warning("state report failed: %s", exc)

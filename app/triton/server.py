@@ -50,7 +50,7 @@ from app.triton.model_info import (
 from app.triton.options import Options
 from app.triton.stubs import StubProcess, running_stubs
 
-__all__ = ["Model", "Server", "interpreter_library_dir"]
+__all__ = ["Model", "Server", "interpreter_library_dir", "remove_orphaned_shm"]
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Server:
                 raise UnavailableError("a stopped server cannot be restarted; create a new one")
             self._capi = capi = load_capi(self.install)
             _prepare_environment(self.install)
-            _remove_orphaned_shm()
+            remove_orphaned_shm()
             opts = self._build_options(capi)
             server = c_void_p()
             try:
@@ -466,8 +466,9 @@ def interpreter_library_dir() -> str | None:
 _SHM_OWNER = re.compile(r"^tsrv(\d+)x\d+_")
 
 
-def _remove_orphaned_shm() -> None:
-    """Regions of servers whose process died without stopping (SIGKILL, OOM)."""
+def remove_orphaned_shm() -> None:
+    """Remove regions of servers whose process died without stopping (SIGKILL, OOM).
+    ``start()`` does; a long-lived process may repeat it for processes that die later."""
     for region in SHM_DIR.glob("tsrv*"):
         match = _SHM_OWNER.match(region.name)
         if match and not Path(f"/proc/{match.group(1)}").exists():

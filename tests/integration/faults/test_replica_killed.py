@@ -1,8 +1,8 @@
 """A model replica's process SIGKILLed while requests run: every client gets a clean
 answer (a 503 JSON with Retry-After, or for a stream already under way a last error
 event), Serve replaces the replica, and the dead one leaves no stub process and no
-``/dev/shm`` region once its successor is up (the successor's start removes regions of
-dead processes)."""
+``/dev/shm`` region once its successor is up (the successor removes regions of dead
+processes when it starts, and on every report period)."""
 
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ def _assert_replaced_and_clean(deployment: str, victim: int, shm_at_kill: list[s
     replicas = procs.replica_pids(APP_NAME, deployment)
     assert replicas and victim not in replicas
     procs.wait_until(lambda: not procs.stubs([victim]), 10, "the dead replica's stubs exit")
-    # Present after the kill, gone once the successor started: the successor's
-    # Server.start() swept them (nothing else removes them).
+    # Present after the kill, gone once the successor started: the successor swept
+    # them (Server.start(), then every report period; nothing else removes them).
     assert shm_at_kill, "no region was left to sweep"
     assert procs.shm_files([victim]) == []
 
