@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 
 ECHO_DATA = [1.5, -2.0, 3.25]
-ECHO_BODY = {
+ECHO_BODY: dict[str, object] = {
     "inputs": [{"name": "INPUT_FP32", "shape": [1, 3], "datatype": "FP32", "data": ECHO_DATA}]
 }
 

@@ -111,7 +111,7 @@ async def chat(client: httpx.AsyncClient, rng: random.Random) -> None:
             if line.startswith("data: "):
                 payload = line.removeprefix("data: ")
                 events.append(payload if payload == "[DONE]" else json.loads(payload))
-    expect(events and events[-1] == "[DONE]", "stream does not end with [DONE]")
+    expect(bool(events) and events[-1] == "[DONE]", "stream does not end with [DONE]")
     chunks = events[:-1]
     expect(all(c.get("object") == "chat.completion.chunk" for c in chunks), f"{chunks[:2]}")
     reasons = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
