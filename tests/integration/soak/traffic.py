@@ -100,8 +100,14 @@ async def chat(client: httpx.AsyncClient, rng: random.Random) -> None:
         choice = answer["choices"][0]
         expect(answer["object"] == "chat.completion", "object")
         expect(choice["message"]["role"] == "assistant", "role")
-        expect(0 < answer["usage"]["completion_tokens"] <= max_tokens, f"usage {answer['usage']}")
-        expect(choice["finish_reason"] in ("stop", "length"), "finish_reason")
+        tokens = answer["usage"]["completion_tokens"]
+        content = choice["message"]["content"]
+        what = f"seed {body['seed']}, usage {answer['usage']}, choice {choice}"
+        expect(0 <= tokens <= max_tokens, what)
+        expect(choice["finish_reason"] in ("stop", "length"), what)
+        # The random-weight model ends some (prompt, seed) pairs at once with its
+        # end-of-sequence token, deterministically: nothing generated, "stop".
+        expect(tokens > 0 or (content == "" and choice["finish_reason"] == "stop"), what)
         return
     body["stream"] = True
     events: list[Any] = []
