@@ -10,6 +10,7 @@ Triton and no stub processes or shared memory are left behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import signal
 import sys
@@ -66,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ray import serve
 
     stop = threading.Event()
+    names: list[str] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
         stop.set()
@@ -91,7 +93,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             proxy_location=schema.proxy_location,
         )
-        names = []
         for app in schema.applications:
             if app.runtime_env:
                 print(f"note: runtime_env of {app.name!r} is not applied locally", flush=True)
@@ -107,9 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _wait_running(names, stop)
         while not stop.is_set():
             stop.wait(1.0)
-        print("shutting down", flush=True)
+        print("shutting down: draining requests in flight", flush=True)
         return 0
     finally:
+        # Deleting the applications drains them (requests in flight finish, each
+        # replica stops its Triton); serve.shutdown() alone cuts the proxies at once.
+        for name in names:
+            with contextlib.suppress(Exception):
+                serve.delete(name, _blocking=True)
         serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
         time.sleep(0.5)
