@@ -274,7 +274,7 @@ def decode_infer_request(
     """Validate and decode an infer request body.
 
     ``BadRequest`` (naming the input or field) for every malformed request,
-    ``PayloadTooLarge`` for a tensor over ``max_elements`` or a BYTES element
+    ``BadRequest`` (400) for a tensor over ``max_elements`` or a BYTES element
     over ``max_bytes_element``, ``NotImplementedFeature`` for shared memory
     and raw (header length 0) requests. Numeric binary inputs are views of
     ``body``, not copies.

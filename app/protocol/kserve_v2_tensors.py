@@ -1,7 +1,7 @@
 """Tensor data as the v2 protocol carries it: JSON element lists and binary segments.
 
 Shared by ``infer`` and ``generate``. Every check names the tensor (``what``)
-and raises ``BadRequest`` (malformed) or ``PayloadTooLarge`` (over a limit),
+and raises ``BadRequest`` (malformed, or a tensor over its element or BYTES limit),
 so nothing malformed reaches the engine.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.errors import BadRequest, PayloadTooLarge
+from app.errors import BadRequest
 from app.protocol.kserve_v2_models import ParameterValue
 from app.triton.tensors import DataType, Tensor, deserialize_bytes_tensor, element_count
 
@@ -91,7 +91,7 @@ def checked_count(what: str, shape: Sequence[int], max_elements: int) -> int:
         except ValueError as exc:
             raise BadRequest(f"{what}: invalid shape: {exc}") from None
     if count > max_elements:
-        raise PayloadTooLarge(
+        raise BadRequest(
             f"{what}: shape {list(shape)} has {count} elements, more than the limit of "
             f"{max_elements}"
         )
@@ -200,7 +200,7 @@ def _strings_to_bytes(
         except UnicodeEncodeError:
             raise BadRequest(f"{what}: a BYTES element is not valid Unicode") from None
         if len(raw) > max_bytes_element:
-            raise PayloadTooLarge(
+            raise BadRequest(
                 f"{what}: a BYTES element of {len(raw)} bytes exceeds the limit of "
                 f"{max_bytes_element}"
             )
@@ -249,7 +249,7 @@ def _check_bytes_encoding(
         (length,) = unpack(body, pos)
         pos += 4
         if length > max_bytes_element:
-            raise PayloadTooLarge(
+            raise BadRequest(
                 f"{what}: a BYTES element of {length} bytes exceeds the limit of "
                 f"{max_bytes_element}"
             )

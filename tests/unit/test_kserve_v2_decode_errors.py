@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.errors import BadRequest, NotImplementedFeature, PayloadTooLarge, ServingError
+from app.errors import BadRequest, NotImplementedFeature, ServingError
 from app.protocol.kserve_v2 import decode_infer_request, parse_header_length
 
 LIMITS: dict[str, int] = {"max_elements": 1000, "max_bytes_element": 64}
@@ -113,8 +113,8 @@ def test_overflowing_shape_is_400(shape: list[int]) -> None:
     fails({"inputs": [tensor(shape=shape)]}, BadRequest, "input 'x'", "invalid shape")
 
 
-def test_shape_over_the_element_limit_is_413() -> None:
-    fails({"inputs": [tensor(shape=[10, 101])]}, PayloadTooLarge, "input 'x'", "1010")
+def test_shape_over_the_element_limit_is_400() -> None:
+    fails({"inputs": [tensor(shape=[10, 101])]}, BadRequest, "input 'x'", "1010")
 
 
 def test_data_count_differs_from_shape() -> None:
@@ -217,11 +217,11 @@ def test_bytes_binary_with_other_element_count(items: int, shape: list[int]) -> 
     fails(_bytes_doc(payload, shape), BadRequest, "input 's'", "elements", binary=payload)
 
 
-def test_bytes_element_over_the_limit_is_413() -> None:
+def test_bytes_element_over_the_limit_is_400() -> None:
     payload = bytes_payload(b"x" * 65)
-    fails(_bytes_doc(payload, [1]), PayloadTooLarge, "input 's'", "65 bytes", binary=payload)
+    fails(_bytes_doc(payload, [1]), BadRequest, "input 's'", "65 bytes", binary=payload)
     doc = {"inputs": [tensor("s", datatype="BYTES", shape=[1], data=["y" * 65])]}
-    fails(doc, PayloadTooLarge, "input 's'", "65 bytes")
+    fails(doc, BadRequest, "input 's'", "65 bytes")
 
 
 @pytest.mark.parametrize("header", [-1, 10**6])

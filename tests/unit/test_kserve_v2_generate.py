@@ -9,7 +9,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from app.errors import BadRequest, PayloadTooLarge, ServingError, Unavailable
+from app.errors import BadRequest, ServingError, Unavailable
 from app.protocol.kserve_v2 import (
     InputSpec,
     decode_generate_request,
@@ -98,8 +98,8 @@ def test_optional_inputs_may_be_omitted_and_empty_body_is_empty_object() -> None
         ({"text_input": "x", "k": [1, 2]}, BadRequest, ["parameter 'k'"]),
         ({"text_input": "x", "k": None}, BadRequest, ["parameter 'k'"]),
         ({"text_input": "x", "parameters": {"text_input": "y"}}, BadRequest, ["more than once"]),
-        ({"text_input": ["a"] * 101}, PayloadTooLarge, ["input 'text_input'", "101"]),
-        ({"text_input": "x" * 33}, PayloadTooLarge, ["input 'text_input'", "33 bytes"]),
+        ({"text_input": ["a"] * 101}, BadRequest, ["input 'text_input'", "101"]),
+        ({"text_input": "x" * 33}, BadRequest, ["input 'text_input'", "33 bytes"]),
     ],
 )
 def test_malformed_generate_requests(

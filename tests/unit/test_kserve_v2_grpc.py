@@ -147,12 +147,12 @@ def test_datatype_shape_and_range_errors() -> None:
     _bad(half, BadRequest, "raw_input_contents")
 
 
-def test_limits_are_payload_too_large() -> None:
+def test_tensor_limits_are_bad_requests() -> None:
     request = request_of(("X", np.ones(2, np.float32), "FP32"))
     request.inputs[0].shape[:] = [1 << 30]
-    _bad(request, PayloadTooLarge, "elements")
+    _bad(request, BadRequest, "elements")
     long = request_of(("S", np.array([b"x" * 2000], dtype=object), "BYTES"))
-    _bad(long, PayloadTooLarge, "BYTES element")
+    _bad(long, BadRequest, "BYTES element")
 
 
 def test_truncated_bytes_are_refused() -> None:

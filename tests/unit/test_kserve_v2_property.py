@@ -205,7 +205,7 @@ SMALL_LIMITS: dict[str, int] = {"max_elements": 6, "max_bytes_element": 4}
 )
 def test_accepted_requests_respect_the_limits(array: npt.NDArray[Any], binary: bool) -> None:
     """Whatever is accepted is within max_elements and max_bytes_element; whatever is
-    over them is refused with 413, never decoded."""
+    over them is refused with 400, never decoded."""
     if not binary:
         array = np.vectorize(lambda b: b.hex()[:6].encode(), otypes=[object])(array)
     tensor = httpclient.InferInput("s", list(array.shape), "BYTES")
@@ -217,7 +217,7 @@ def test_accepted_requests_respect_the_limits(array: npt.NDArray[Any], binary: b
     try:
         (decoded,) = decode_infer_request(bytes(body), header, **SMALL_LIMITS).inputs
     except ServingError as exc:
-        assert over and exc.status_code == 413, exc
+        assert over and exc.status_code == 400, exc
         return
     assert not over
     assert decoded.to_numpy().size <= SMALL_LIMITS["max_elements"]

@@ -263,14 +263,14 @@ def test_decoupled_model_on_unary_infer_is_unimplemented(
     assert "decoupled" in info.value.message()
 
 
-def test_oversize_is_resource_exhausted(client: triton_grpc.InferenceServerClient) -> None:
+def test_oversize_body_and_tensor_limits(client: triton_grpc.InferenceServerClient) -> None:
     big = np.zeros((1, BODY_LIMIT // 4 + 16), dtype=np.float32)
     assert status_of(lambda: client.infer("echo", [echo_input("INPUT_FP32", big, "FP32")])) == (
         grpc.StatusCode.RESOURCE_EXHAUSTED
     )
     huge = echo_input("INPUT_FP32", np.ones((1, 1), dtype=np.float32), "FP32")
     huge.set_shape([1, 1 << 40])  # too many elements, refused before any data is read
-    assert status_of(lambda: client.infer("echo", [huge])) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert status_of(lambda: client.infer("echo", [huge])) == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_timeout_is_deadline_exceeded(grpc_host: str) -> None:
