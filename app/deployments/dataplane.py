@@ -21,7 +21,7 @@ from app.observability import label_metrics
 from app.security.context import authorize_model, request_timeout_s
 from app.security.limits import DeploymentGate
 
-__all__ = ["DataPlane"]
+__all__ = ["DataPlane", "call_error"]
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class DataPlane:
             if isinstance(exc, asyncio.TimeoutError | TimeoutError):
                 # Cancels the request in the replica, which cancels it in Triton.
                 _cancel_quietly(response)
-            raise _serving_error(exc, model) from None
+            raise call_error(exc, model) from None
         finally:
             if gate is not None:
                 gate.leave()
@@ -165,7 +165,7 @@ class DataPlane:
                 gate.leave()
             if not isinstance(exc, Exception):  # cancelled: the client went away
                 raise
-            raise _serving_error(exc, model) from None
+            raise call_error(exc, model) from None
         return _rest(first, generator, gate, model, on_error)
 
     # ---- state reported by replicas ----
@@ -276,7 +276,7 @@ async def _rest(
                 if chunk:
                     yield chunk
         except Exception as exc:
-            err = _serving_error(exc, model)
+            err = call_error(exc, model)
             if on_error is None:
                 raise err from None
             yield on_error(err)
@@ -294,7 +294,7 @@ def _cancel_quietly(response: Any) -> None:
         response.cancel()
 
 
-def _serving_error(exc: BaseException, model: str) -> ServingError:
+def call_error(exc: BaseException, model: str) -> ServingError:
     """Errors from a handle call: the replica's own, Serve's backpressure, dead replicas."""
     cause = getattr(exc, "cause", None)
     if isinstance(exc, ServingError):

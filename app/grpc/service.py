@@ -31,7 +31,7 @@ from typing import Any
 from tritonclient.grpc import service_pb2 as pb
 
 from app.config import AppConfig
-from app.deployments.dataplane import DataPlane, _serving_error
+from app.deployments.dataplane import DataPlane, call_error
 from app.errors import (
     Forbidden,
     NotImplementedFeature,
@@ -317,7 +317,7 @@ class TritonGrpcMethods:
         except ServingError as err:
             yield bytes(convert.stream_error(err.message).SerializeToString())
         except Exception as exc:
-            failure = _serving_error(exc, model)
+            failure = call_error(exc, model)
             yield bytes(convert.stream_error(failure.message).SerializeToString())
 
     # ---- Triton features this server does not offer (shared memory lives next to
