@@ -18,7 +18,7 @@ from app.config import AppConfig, ModelDeploymentConfig, model_owner
 from app.deployments.state import ReplicaReport, get_state_store
 from app.errors import Internal, NotFound, RequestTimeout, ServingError, Unavailable
 from app.observability import label_metrics
-from app.security.context import authorize_model, request_timeout_s
+from app.security.context import authorize_model, permits, request_timeout_s
 from app.security.limits import DeploymentGate
 
 __all__ = ["DataPlane", "call_error"]
@@ -167,6 +167,30 @@ class DataPlane:
                 raise
             raise call_error(exc, model) from None
         return _rest(first, generator, gate, model, on_error)
+
+    async def all_statistics(self, timeout_s: float) -> list[dict[str, Any]]:
+        """Statistics of every model the caller may use, from each deployment that
+        answers within ``timeout_s``: one without a running replica is left out rather
+        than holding the answer for the whole request timeout (HTTP and gRPC)."""
+        by_deployment: dict[str, list[str]] = {}
+        for model, deployment in self.owner.items():
+            by_deployment.setdefault(deployment, []).append(model)
+
+        async def of_deployment(deployment: str, models: list[str]) -> list[dict[str, Any]]:
+            try:
+                result = await self.call_deployment(
+                    deployment, models[0], "model_statistics", None, None, timeout_s=timeout_s
+                )
+            except (Unavailable, RequestTimeout):
+                return []
+            return [s for s in result["model_stats"] if permits(s.get("name", ""))]
+
+        wanted = [
+            of_deployment(deployment, models)
+            for deployment, models in by_deployment.items()
+            if any(permits(m) for m in models)
+        ]
+        return [s for part in await asyncio.gather(*wanted) for s in part]
 
     # ---- state reported by replicas ----
 

@@ -23,7 +23,6 @@ Errors are answered as the HTTP routes answer them (same checks, same
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -46,7 +45,7 @@ from app.grpc.stream import multiplex
 from app.http.kserve_routes import EXTENSIONS, READY_TIMEOUT_S
 from app.observability import RouterMetrics
 from app.protocol import kserve_v2_grpc as convert
-from app.security.context import current_key, permits, request_timeout_s
+from app.security.context import current_key, request_timeout_s
 from app.security.guard import Guard
 
 __all__ = ["TritonGrpcMethods"]
@@ -180,28 +179,8 @@ class TritonGrpcMethods:
         return await self._unary(grpc_context, call, work, pb.ModelStatisticsResponse())
 
     async def _all_statistics(self) -> list[Any]:
-        """Every permitted model's statistics; deployments without a replica that
-        answers within ``READY_TIMEOUT_S`` are left out, as on HTTP."""
-        plane = self.dataplane
-        by_deployment: dict[str, list[str]] = {}
-        for model, deployment in plane.owner.items():
-            by_deployment.setdefault(deployment, []).append(model)
-
-        async def of_deployment(deployment: str, models: list[str]) -> list[Any]:
-            try:
-                result = await plane.call_deployment(
-                    deployment, models[0], "model_statistics", None, None, timeout_s=READY_TIMEOUT_S
-                )
-            except (Unavailable, RequestTimeout):
-                return []
-            return [s for s in result["model_stats"] if permits(s.get("name", ""))]
-
-        wanted = [
-            of_deployment(deployment, models)
-            for deployment, models in by_deployment.items()
-            if any(permits(m) for m in models)
-        ]
-        return [s for part in await asyncio.gather(*wanted) for s in part]
+        """Every permitted model's statistics, as on HTTP."""
+        return await self.dataplane.all_statistics(READY_TIMEOUT_S)
 
     # ---- repository ----
 

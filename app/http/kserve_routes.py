@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -168,23 +167,7 @@ async def all_statistics(request: Request) -> dict[str, Any]:
     """Statistics of every permitted model whose deployment answers within
     ``READY_TIMEOUT_S``; a deployment without a running replica is left out rather
     than holding the answer for the whole request timeout."""
-    plane = dataplane(request)
-
-    async def of_deployment(deployment: str, models: list[str]) -> list[Any]:
-        try:
-            result = await plane.call_deployment(
-                deployment, models[0], "model_statistics", None, None, timeout_s=READY_TIMEOUT_S
-            )
-        except (Unavailable, RequestTimeout):
-            return []
-        return [s for s in result["model_stats"] if permits(s.get("name", ""))]
-
-    wanted = [
-        of_deployment(deployment, models)
-        for deployment, models in _models_by_deployment(plane).items()
-        if any(permits(m) for m in models)
-    ]
-    return {"model_stats": [s for part in await asyncio.gather(*wanted) for s in part]}
+    return {"model_stats": await dataplane(request).all_statistics(READY_TIMEOUT_S)}
 
 
 @router.get("/v2/models/{model}")
@@ -320,10 +303,3 @@ async def metrics(request: Request) -> PlainTextResponse:
         [router_metrics, await plane.triton_metrics(), await plane.serve_metrics()]
     )
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
-
-
-def _models_by_deployment(plane: DataPlane) -> dict[str, list[str]]:
-    grouped: dict[str, list[str]] = {}
-    for model, deployment in plane.owner.items():
-        grouped.setdefault(deployment, []).append(model)
-    return grouped
