@@ -29,7 +29,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,28 +83,34 @@ def triton_body(max_tokens: int) -> dict[str, Any]:
     }
 
 
+async def _events(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any]
+) -> AsyncIterator[dict[str, Any]]:
+    """The JSON events of one SSE stream (``[DONE]`` left out); a non-200 raises."""
+    async with client.stream("POST", url, json=body) as response:
+        if response.status_code != 200:
+            await response.aread()
+            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+        async for line in response.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                yield json.loads(line[6:])
+
+
 async def _one_triton(
     client: httpx.AsyncClient, url: str, body: dict[str, Any], cell: Cell
 ) -> None:
     started = time.perf_counter()
     first = last = None
     tokens = 0
-    async with client.stream("POST", url, json=body) as response:
-        if response.status_code != 200:
-            await response.aread()
-            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
-        async for line in response.aiter_lines():
-            if not line.startswith("data: "):
-                continue
-            event = json.loads(line[6:])
-            if "error" in event:
-                raise RuntimeError(event["error"])
-            count = int(event.get("num_output_tokens", 0))
-            if count:
-                now = time.perf_counter()
-                first = first if first is not None else now
-                last = now
-                tokens += count
+    async for event in _events(client, url, body):
+        if "error" in event:
+            raise RuntimeError(event["error"])
+        count = int(event.get("num_output_tokens", 0))
+        if count:
+            now = time.perf_counter()
+            first = first if first is not None else now
+            last = now
+            tokens += count
     _record(cell, started, first, last, tokens)
 
 
@@ -112,20 +118,13 @@ async def _one_vllm(client: httpx.AsyncClient, url: str, body: dict[str, Any], c
     started = time.perf_counter()
     first = last = None
     tokens = 0
-    async with client.stream("POST", url, json=body) as response:
-        if response.status_code != 200:
-            await response.aread()
-            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = json.loads(line[6:])
-            if event.get("usage"):
-                tokens = int(event["usage"]["completion_tokens"])
-            if event.get("choices") and event["choices"][0].get("text"):
-                now = time.perf_counter()
-                first = first if first is not None else now
-                last = now
+    async for event in _events(client, url, body):
+        if event.get("usage"):
+            tokens = int(event["usage"]["completion_tokens"])
+        if event.get("choices") and event["choices"][0].get("text"):
+            now = time.perf_counter()
+            first = first if first is not None else now
+            last = now
     _record(cell, started, first, last, tokens)
 
 
