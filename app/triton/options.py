@@ -76,6 +76,14 @@ class Options(BaseModel):
     startup_timeout_s: float = Field(
         default=120.0, gt=0, description="How long start() waits for the server to be ready."
     )
+    teardown_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "How long a model-control call waits for an earlier model's teardown to finish"
+            " (requests still in flight hold it) before it is refused."
+        ),
+    )
 
     @field_validator("model_repository", mode="before")
     @classmethod

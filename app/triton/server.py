@@ -3,6 +3,13 @@
 Control calls (``start``, ``load``, ``unload``...) block the calling thread,
 some for seconds; from an event loop run them with ``asyncio.to_thread``.
 Inference (``Model.async_infer``) never blocks.
+
+Model control is serialized per server, and no control call starts while an earlier
+model's teardown is still running: Triton 2.51 destroys unloaded models on detached
+threads, and a teardown that overlaps another load or unload can crash the process
+(``TritonModelInstance`` destructor racing the shared rate limiter). "Finished" is read
+from what Triton does last: the index leaves UNLOADING only after the model object is
+deleted, and a python-backend model's stub processes exit when its instances are.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from app.triton.model_info import (
     ServerMetadata,
 )
 from app.triton.options import Options
-from app.triton.stubs import StubProcess, running_stubs
+from app.triton.stubs import StubProcess, is_running, model_of_instance, running_stubs
 
 __all__ = ["Model", "Server", "interpreter_library_dir", "remove_orphaned_shm"]
 
@@ -60,6 +67,7 @@ _LIVE: weakref.WeakSet[Server] = weakref.WeakSet()
 _HOOKS_LOCK = threading.Lock()
 _hooks_installed = False
 _TXN_DECOUPLED = 2
+_IN_TRANSITION = frozenset({"LOADING", "UNLOADING"})
 
 
 class Server:
@@ -75,6 +83,10 @@ class Server:
         self._capi: CApi | None = None
         self._server: int | None = None
         self._lock = threading.Lock()
+        # One model-control call at a time; reentrant so a control call may poll.
+        self._control = threading.RLock()
+        # Stubs of a replaced model version, until they exit (a reload's old instances).
+        self._retiring: set[StubProcess] = set()
         self._stopped = False
         # Two servers in one host must not share the python backend's shm names.
         self.shm_prefix = f"tsrv{os.getpid()}x{next(_SERVER_SEQ)}_"
@@ -203,11 +215,27 @@ class Server:
         parameter names to content, which Triton writes into a temporary model
         directory. Callers exposing this to clients must gate ``files``.
         """
+        if files:
+            bad = [f for f in files if not f.startswith("file:")]
+            if bad:
+                raise InvalidArgumentError(f"file parameter '{bad[0]}' must start with 'file:'")
+        with self._control:
+            self._wait_quiescent()
+            before = self.stub_processes()
+            try:
+                self._load(name, config, files)
+            finally:
+                self._retire_replaced(before)
+        return self.model(name)
+
+    def _load(
+        self, name: str, config: str | dict[str, Any] | None, files: dict[str, bytes] | None
+    ) -> None:
         capi, server = self.capi, self.handle()
         encoded = name.encode()
         if config is None and not files:
             capi.check(capi.lib.TRITONSERVER_ServerLoadModel(server, encoded))
-            return self.model(name)
+            return
         params: list[int] = []
         keep: list[bytes] = []
         try:
@@ -219,10 +247,6 @@ class Server:
                     capi.lib.TRITONSERVER_ParameterNew(b"config", PARAMETER_STRING, c_char_p(value))
                 )
             for file_name, content in (files or {}).items():
-                if not file_name.startswith("file:"):
-                    raise InvalidArgumentError(
-                        f"file parameter '{file_name}' must start with 'file:'"
-                    )
                 params.append(
                     capi.lib.TRITONSERVER_ParameterBytesNew(
                         file_name.encode(), content, len(content)
@@ -237,7 +261,6 @@ class Server:
         finally:
             for param in params:
                 capi.lib.TRITONSERVER_ParameterDelete(param)
-        return self.model(name)
 
     def unload(
         self,
@@ -247,27 +270,66 @@ class Server:
         wait_until_unloaded: bool = False,
         timeout: float = 60.0,
     ) -> None:
-        """Unload ``name`` (Triton finishes it in the background unless told to wait)."""
-        capi, server = self.capi, self.handle()
-        fn = (
-            capi.lib.TRITONSERVER_ServerUnloadModelAndDependents
-            if unload_dependents
-            else capi.lib.TRITONSERVER_ServerUnloadModel
-        )
-        capi.check(fn(server, name.encode()))
-        if wait_until_unloaded:
-            deadline = time.monotonic() + timeout
-            while any(
-                e.name == name and e.state in ("READY", "UNLOADING")
-                for e in self.repository_index()
-            ):
-                if time.monotonic() > deadline:
-                    raise UnavailableError(f"model '{name}' did not unload within {timeout} s")
-                time.sleep(0.05)
+        """Unload ``name``; Triton tears it down in the background (after its requests in
+        flight) unless ``wait_until_unloaded``, which returns once the model (and, with
+        ``unload_dependents``, the models unloaded with it) is destroyed and its stub
+        processes have exited."""
+        with self._control:
+            self._wait_quiescent()
+            capi, server = self.capi, self.handle()
+            fn = (
+                capi.lib.TRITONSERVER_ServerUnloadModelAndDependents
+                if unload_dependents
+                else capi.lib.TRITONSERVER_ServerUnloadModel
+            )
+            capi.check(fn(server, name.encode()))
+            if wait_until_unloaded:
+                self._wait_quiescent(timeout)
+
+    def teardowns_in_progress(self) -> list[str]:
+        """Models Triton is still loading or destroying (empty when control is quiescent)."""
+        index = self.repository_index()
+        busy = {e.name for e in index if e.state in _IN_TRANSITION}
+        ready = {e.name for e in index if e.ready}
+        names = tuple({e.name for e in index})
+        self._retiring = {stub for stub in self._retiring if is_running(stub)}
+        for stub in self._retiring:
+            busy.add(model_of_instance(stub.instance, names) or stub.instance)
+        for stub in self.stub_processes():
+            model = model_of_instance(stub.instance, names)
+            if model is not None and model not in ready:
+                busy.add(model)
+        return sorted(busy)
+
+    def _wait_quiescent(self, timeout: float | None = None) -> None:
+        limit = self.options.teardown_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        delay = 0.005
+        while busy := self.teardowns_in_progress():
+            if time.monotonic() > deadline:
+                raise UnavailableError(
+                    f"model teardown still running after {limit} s: {', '.join(busy)} "
+                    "(requests in flight hold a model until they finish)"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _retire_replaced(self, before: list[StubProcess]) -> None:
+        """A reload starts new stubs and destroys the old version in the background,
+        where the index cannot show it: remember the old stubs until they exit."""
+        names = tuple({e.name for e in self.repository_index()})
+        old = {s for s in before}
+        renewed = {
+            model_of_instance(s.instance, names) for s in self.stub_processes() if s not in old
+        }
+        renewed.discard(None)
+        self._retiring |= {s for s in before if model_of_instance(s.instance, names) in renewed}
 
     def poll_repository(self) -> None:
-        capi = self.capi
-        capi.check(capi.lib.TRITONSERVER_ServerPollModelRepository(self.handle()))
+        with self._control:
+            self._wait_quiescent()
+            capi = self.capi
+            capi.check(capi.lib.TRITONSERVER_ServerPollModelRepository(self.handle()))
 
     def statistics(self, name: str = "", version: int = -1) -> list[ModelStatistics]:
         """Per-model statistics; an empty name means every model."""

@@ -16,9 +16,10 @@ from pathlib import Path
 __all__ = ["StubProcess", "is_running", "model_of_instance", "running_stubs"]
 
 _STUB = b"triton_python_backend_stub"
-# Triton names instances "<model>_<group index>_<instance index>" unless the
-# config names the instance group, which then replaces "<model>_<group index>".
-_INSTANCE = re.compile(r"^(?P<model>.+)_\d+_\d+$")
+# Triton names instances "<model>_<group index>_<instance index>" ("<model>_<group
+# index>" when the group has one instance) unless the config names the instance group,
+# which then replaces "<model>_<group index>".
+_INSTANCE_SUFFIX = re.compile(r"^_\d+(_\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,12 @@ def is_running(stub: StubProcess) -> bool:
 
 
 def model_of_instance(instance: str, models: tuple[str, ...]) -> str | None:
-    """The model of ``models`` an instance belongs to, if its name says so."""
-    match = _INSTANCE.match(instance)
-    if match is None:
-        return None
-    name = match.group("model")
-    return name if name in models else None
+    """The model of ``models`` an instance belongs to, if its name says so: the longest
+    model name that prefixes it ("<model>_<group>_<index>", or "<model>_<group>" for a
+    group of one instance)."""
+    owners = [
+        m
+        for m in models
+        if instance.startswith(m + "_") and _INSTANCE_SUFFIX.match(instance[len(m) :])
+    ]
+    return max(owners, key=len) if owners else None

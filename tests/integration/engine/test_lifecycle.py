@@ -84,7 +84,12 @@ def test_load_unknown_model(server: Server) -> None:
 
 def test_statistics_and_metrics(server: Server) -> None:
     asyncio.run(server.model("echo").infer({"INPUT_FP32": np.ones((1, 2), np.float32)}))
+    # Triton counts a request when it releases it, just after the response is delivered.
+    deadline = time.monotonic() + 5
     stats = server.model("echo").statistics()
+    while stats.inference_count < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+        stats = server.model("echo").statistics()
     assert stats.inference_count >= 1
     assert stats.inference_stats.success.count >= 1
     text = server.metrics()
