@@ -42,7 +42,10 @@ def control_step(server: Server, rng: random.Random) -> str:
         server.unload("versioned", wait_until_unloaded=rng.random() < 0.5)
         return "unload versioned"
     if choice == 5:
-        server.load("echo", config={"max_batch_size": rng.choice([32, 64])})
+        config = server.model("echo").config().model_dump()
+        batching = {**(config.get("dynamic_batching") or {}), "preferred_batch_size": []}
+        size = rng.choice([64, 128])
+        server.load("echo", config={**config, "max_batch_size": size, "dynamic_batching": batching})
         return "reload echo override"
     if choice == 6:
         server.unload("ens_scale")
@@ -89,7 +92,8 @@ def check_wait_until_unloaded() -> None:
 
         server.load("echo")
         old = set(server.stub_processes())
-        server.load("echo", config={"max_batch_size": 32})  # a full reload: new instances
+        config = server.model("echo").config().model_dump()
+        server.load("echo", config={**config, "max_batch_size": 128})  # a full reload
         assert set(server.stub_processes()) - old
         server.unload("echo", wait_until_unloaded=True)
         # The reload's old instances were destroyed before the unload began, and the
