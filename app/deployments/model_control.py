@@ -17,7 +17,7 @@ from typing import Any
 from app.config import AppConfig
 from app.deployments.state import REPORT_PERIOD_S, ModelIntent, ReplicaReport
 from app.deployments.stub_watch import StubWatch
-from app.errors import from_triton
+from app.errors import BadRequest, from_triton
 from app.placement.apply import load_overrides
 from app.triton import Server, TritonError
 from app.triton.server import remove_orphaned_shm
@@ -123,6 +123,13 @@ class ModelControl:
             self.load_errors[model] = exc.message
             log.error("model %s failed to load: %s", model, exc.message)
             if raise_errors:
+                if self._load_args[model][0] is not None and "failed to poll" in exc.message:
+                    # Triton logs the field it rejected and returns only this: the
+                    # override is the client's mistake, not a server error.
+                    raise BadRequest(
+                        f"model '{model}': Triton rejected the config override (the "
+                        f"replica's log names the field): {exc.message}"
+                    ) from exc
                 raise from_triton(exc) from exc
 
     def _report_forever(self) -> None:

@@ -111,6 +111,16 @@ def test_file_overrides_are_refused_by_default(serve_url: str) -> None:
     assert "file:" in _error(response, 403)
 
 
+def test_rejected_config_override_is_400_and_the_model_keeps_serving(serve_url: str) -> None:
+    # Triton rejects this config while polling: preferred batch size over the maximum.
+    config = '{"max_batch_size": 2, "dynamic_batching": {"preferred_batch_size": [4]}}'
+    body = {"parameters": {"config": config}}
+    response = httpx.post(f"{serve_url}/v2/repository/models/echo/load", json=body, timeout=60)
+    assert "rejected the config override" in _error(response, 400)
+    data = '{"inputs":[{"name":"INPUT_FP32","shape":[1,1],"datatype":"FP32","data":[2]}]}'
+    assert _infer(serve_url, "echo", data).status_code == 200
+
+
 def test_load_of_unconfigured_model_is_404(serve_url: str) -> None:
     response = httpx.post(f"{serve_url}/v2/repository/models/../etc/load", timeout=30)
     assert response.status_code == 404
