@@ -65,12 +65,12 @@ bench-tools: $(PERF_STAMP)
 		apt-get update -qq && apt-get install -y -qq libb64-0d; } || { \
 		echo "bench-tools: could not install libb64-0d (apt-get install libb64-0d as root)"; \
 		exit 1; }
-	@$(PERF_VENV)/bin/python -m bench.perf_analyzer --check
+	@PERF_VENV=$(PERF_VENV) $(PERF_VENV)/bin/python -m bench.perf_analyzer --check
 
 # Serve stack vs standalone tritonserver: perf_analyzer, then the project's own client.
 BENCH_STACK_ARGS ?=
 bench-stack: install
-	$(PY) -m bench.stack $(BENCH_STACK_ARGS)
+	PERF_VENV=$(PERF_VENV) $(PY) -m bench.stack $(BENCH_STACK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info app/triton/_shim*.so

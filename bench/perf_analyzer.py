@@ -6,7 +6,8 @@ as ``<venv>/bin/perf_analyzer``, and needs Debian's ``libb64-0d`` and
 ``libcudart.so.12`` (the ``nvidia-cuda-runtime-cu12`` wheel, put on
 ``LD_LIBRARY_PATH`` here). ``make bench-tools`` installs both into ``bench/.venv-perf``,
 apart from the project's venv (which has a newer tritonclient);
-``PERF_ANALYZER=/path/to/perf_analyzer`` points elsewhere.
+``PERF_VENV=<dir>`` (as for make) or ``PERF_ANALYZER=/path/to/perf_analyzer`` point
+elsewhere.
 
 One cell is one ``perf_analyzer`` run at one concurrency (synchronous requests, one
 thread per request in flight): time windows of ``interval_ms``, stable when the last
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PERF_VENV = REPO_ROOT / "bench" / ".venv-perf"
+PERF_VENV = Path(os.environ.get("PERF_VENV") or REPO_ROOT / "bench" / ".venv-perf")
 CUDART_GLOB = "lib/python3*/site-packages/nvidia/cuda_runtime/lib/libcudart.so.12"
 UNSTABLE = "Failed to obtain stable measurement"
 SETUP_HINT = (
