@@ -384,7 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             cells, results, outputs[name] = measure(cm, settings, tool, inputs, meta)
         perf_cells += cells
         own += results
-    perf_cells.sort(key=lambda c: (models.index(c.model), c.protocol, c.target, c.concurrency))
+    perf_cells.sort(
+        key=lambda c: (models.index(c.model), PROTOCOLS.index(c.protocol), c.target, c.concurrency)
+    )
     own.sort(key=lambda r: (models.index(r.model), TARGETS.index(r.target)))
     goals = check_goals(perf_cells)
     conc = settings.concurrency
