@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SERVE_CONFIG ?= serve_configs/local.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install serve test test-slow test-soak lint typecheck bench clean
+.PHONY: install serve test test-slow test-soak lint typecheck bench bench-tools bench-stack clean
 
 $(STAMP): pyproject.toml setup.py app/triton/_shim.c
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,30 @@ test-soak: install
 
 bench: install
 	$(PY) -m bench.engine
+
+# NVIDIA's perf_analyzer (C++) for bench/stack.py, in a venv of its own: it ships only in
+# tritonclient 2.44.0 (later wheels dropped it; the project's venv has a newer
+# tritonclient) and needs Debian's libb64-0d and libcudart.so.12 (a PyPI wheel).
+PERF_VENV ?= bench/.venv-perf
+PERF_STAMP := $(PERF_VENV)/.installed
+$(PERF_STAMP):
+	$(PYTHON) -m venv $(PERF_VENV)
+	$(PERF_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PERF_VENV)/bin/python -m pip install -q --no-deps tritonclient==2.44.0 \
+		'nvidia-cuda-runtime-cu12>=12,<13'
+	touch $(PERF_STAMP)
+
+bench-tools: $(PERF_STAMP)
+	@dpkg -s libb64-0d >/dev/null 2>&1 || { \
+		apt-get update -qq && apt-get install -y -qq libb64-0d; } || { \
+		echo "bench-tools: could not install libb64-0d (apt-get install libb64-0d as root)"; \
+		exit 1; }
+	@PERF_VENV=$(PERF_VENV) $(PERF_VENV)/bin/python -m bench.perf_analyzer --check
+
+# Serve stack vs standalone tritonserver: perf_analyzer, then the project's own client.
+BENCH_STACK_ARGS ?=
+bench-stack: install
+	PERF_VENV=$(PERF_VENV) $(PY) -m bench.stack $(BENCH_STACK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info app/triton/_shim*.so
