@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 PROD_CONFIG = KUBERAY_DIR.parent / "serve_configs" / "prod.yaml"
-PATCH_PATH = KUBERAY_DIR / "serve-config.patch.yaml"
+PATCH_PATH = KUBERAY_DIR / "base" / "serve-config.patch.yaml"
 RAYSERVICE_NAME = "triton-serve"
 BUILD_APP_IMPORT_PATH = "app.builders:build_app"
 
