@@ -15,7 +15,7 @@ from app.kuberay.schema import write_schema
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.kuberay")
     commands = parser.add_subparsers(dest="command", required=True)
-    render = commands.add_parser("render", help="write kuberay/serve-config.patch.yaml")
+    render = commands.add_parser("render", help="write kuberay/base/serve-config.patch.yaml")
     render.add_argument("--serve-config", type=Path, default=PROD_CONFIG)
     render.add_argument("--out", type=Path, default=PATCH_PATH)
     render.add_argument(
