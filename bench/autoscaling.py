@@ -3,15 +3,18 @@
 Run with ``python -m bench.autoscaling`` (about 3 minutes on 2 cores). The real Ray
 autoscaler (v2) runs against the ``fake_multinode`` node provider: every "node" is a
 raylet on this machine that declares the resources of one pod of a worker group of
-``kuberay/rayservice.yaml`` (GPUs declared logically, custom resources included), with
-the group's ``minReplicas``/``maxReplicas`` (capped at ``--max-gpu-nodes``). The head
-declares no CPU and no GPU, like the RayService's head, so every replica lands on a
-worker node.
+``kuberay/`` (GPUs declared logically, custom resources included). The node types are
+what Ray's own KubeRay reader (``ray.autoscaler._private.kuberay.autoscaling_config``)
+makes of the RayService's cluster spec: resources, ``minReplicas``/``maxReplicas``
+(capped at ``--max-gpu-nodes``) and each group's ``idleTimeoutSeconds``, all times
+multiplied by ``--time-scale`` (1/60: 600 s become 10 s). The head declares no CPU and
+no GPU, like the RayService's head, so every replica lands on a worker node.
 
 The application is ``app.builders:build_app`` with one deployment of the light
-``echo`` model (``delay_ms`` request parameter as the work) that asks for the GPU
-fraction and custom resource of ``--group``'s models, autoscaled from zero. One
-timeline, four phases:
+``echo`` model (``delay_ms`` request parameter as the work) that asks for what
+``--group``'s models ask for: on ``gpu-vllm`` (the default) 2 GPUs per replica, a
+STRICT_PACK placement group like Mixtral's, so one replica fills a node. Autoscaled
+from zero. One timeline, four phases:
 
 1. **cold**: one request while the model has no replica and its group no node
    (scale from zero: the request waits for a node and a replica);
@@ -52,7 +55,12 @@ from typing import Any
 import httpx
 
 from app.builders import REPLICA_ENV
-from app.kuberay.manifests import WorkerGroupShape, load_worker_group_shapes
+from app.kuberay.manifests import (
+    WorkerGroupShape,
+    find_object,
+    load_kustomization,
+    load_worker_group_shapes,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO_ROOT / "bench" / "out"
@@ -60,6 +68,7 @@ APP_NAME = "triton"
 DEPLOYMENT = "echo"
 # The fake provider numbers its nodes from this id; the head must carry it (autoscaler v2).
 FAKE_HEAD_NODE_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"
+FAKE_HEAD_NODE_TYPE = "ray.head.default"
 # Every process of the test cluster and the driver: no token auth on this private,
 # loopback-only cluster (as `make serve`).
 CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled"}
@@ -78,11 +87,12 @@ def _free_port() -> int:
 class Scenario:
     """Knobs of one run; the defaults are what the tests and the README use."""
 
-    group: str = "gpu-trtllm"
+    group: str = "gpu-vllm"
     max_gpu_nodes: int = 2
-    idle_timeout_s: float = 10.0
-    gpu_fraction: float = 0.5
-    max_replicas: int = 4
+    # Every idleTimeoutSeconds of the manifests times this (600 s -> 10 s).
+    time_scale: float = 1 / 60
+    gpu_fraction: float = 2.0
+    max_replicas: int = 2
     target_ongoing_requests: float = 2.0
     upscale_delay_s: float = 2.0
     downscale_delay_s: float = 8.0
@@ -121,6 +131,7 @@ class Timeline:
     """What a run saw: samples, every request, and when each phase began."""
 
     scenario: Scenario
+    idle_timeout_s: float = 0.0
     samples: list[Sample] = field(default_factory=list)
     requests: list[RequestRecord] = field(default_factory=list)
     phase_start_s: dict[str, float] = field(default_factory=dict)
@@ -139,6 +150,7 @@ class Timeline:
     def to_json(self) -> dict[str, Any]:
         return {
             "scenario": asdict(self.scenario),
+            "idle_timeout_s": self.idle_timeout_s,
             "cold_start_s": self.cold_start_s,
             "phase_start_s": self.phase_start_s,
             "samples": [asdict(s) for s in self.samples],
@@ -146,62 +158,71 @@ class Timeline:
         }
 
 
+def kuberay_autoscaling_config(manifest_dir: Path | None = None) -> dict[str, Any]:
+    """What Ray's autoscaler reads on Kubernetes: its KubeRay reader applied to the
+    RayService's cluster spec, as KubeRay hands it the RayCluster."""
+    from ray.autoscaler._private.kuberay.autoscaling_config import (
+        _derive_autoscaling_config_from_ray_cr,
+    )
+
+    service = find_object(load_kustomization(manifest_dir), "RayService")
+    ray_cr = {
+        "metadata": {"name": service["metadata"]["name"], "namespace": "triton-serve"},
+        "spec": service["spec"]["rayClusterConfig"],
+    }
+    config: dict[str, Any] = _derive_autoscaling_config_from_ray_cr(ray_cr)
+    return config
+
+
 def autoscaler_config(
-    shapes: list[WorkerGroupShape], gcs_address: str, scenario: Scenario
+    kuberay: dict[str, Any], gcs_address: str, scenario: Scenario
 ) -> dict[str, Any]:
-    """A cluster config for the fake multinode provider, one node type per worker group."""
-    node_types: dict[str, Any] = {
-        "ray.head.default": {"resources": {"CPU": 0, "GPU": 0}, "node_config": {}, "max_workers": 0}
+    """``kuberay`` (Ray's reading of the manifests) on the fake multinode provider: node
+    types, bounds and per-group idle timeouts kept, times scaled, node counts capped."""
+    config = json.loads(json.dumps(kuberay))
+    node_types: dict[str, Any] = config["available_node_types"]
+    # The fake provider names its head node type itself.
+    node_types[FAKE_HEAD_NODE_TYPE] = node_types.pop(config["head_node_type"])
+    config["head_node_type"] = FAKE_HEAD_NODE_TYPE
+    for name, node_type in node_types.items():
+        # Memory stays the host's: the fake provider cannot declare it.
+        node_type["resources"].pop("memory", None)
+        if name == config["head_node_type"]:
+            continue
+        cap = scenario.max_gpu_nodes if node_type["resources"].get("GPU", 0) > 0 else 1
+        node_type["min_workers"] = min(node_type["min_workers"], cap)
+        node_type["max_workers"] = min(node_type["max_workers"], cap)
+        if "idle_timeout_s" in node_type:
+            node_type["idle_timeout_s"] *= scenario.time_scale
+    config["max_workers"] = sum(t.get("max_workers", 0) for t in node_types.values())
+    config["idle_timeout_minutes"] *= scenario.time_scale
+    config["provider"] = {
+        # "external" with the fake provider's class: the wheel lacks the defaults
+        # file that type "fake_multinode" loads.
+        "type": "external",
+        "module": "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider",
+        "use_node_id_as_ip": True,
+        "disable_node_updaters": True,
+        "disable_launch_config_check": True,
+        "launch_multiple": True,
+        "head_node_id": FAKE_HEAD_NODE_ID,
+        "gcs_address": gcs_address,
     }
-    for shape in shapes:
-        cap = scenario.max_gpu_nodes if shape.resources.get("GPU", 0) > 0 else 1
-        node_types[shape.name] = {
-            # Memory stays the host's: the fake provider cannot declare it.
-            "resources": {k: v for k, v in shape.resources.items() if k != "memory"},
-            "node_config": {},
-            "min_workers": min(shape.min_replicas, cap),
-            "max_workers": min(shape.max_replicas, cap),
-        }
-    return {
-        "cluster_name": "fake-kuberay",
-        "max_workers": sum(t.get("max_workers", 0) for t in node_types.values()),
-        "upscaling_speed": 1.0,
-        "idle_timeout_minutes": scenario.idle_timeout_s / 60.0,
-        "provider": {
-            # "external" with the fake provider's class: the wheel lacks the defaults
-            # file that type "fake_multinode" loads.
-            "type": "external",
-            "module": "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider",
-            "use_node_id_as_ip": True,
-            "disable_node_updaters": True,
-            "disable_launch_config_check": True,
-            "launch_multiple": True,
-            "head_node_id": FAKE_HEAD_NODE_ID,
-            "gcs_address": gcs_address,
-        },
-        "auth": {"ssh_user": "ray"},
-        "docker": {},
-        "head_node_type": "ray.head.default",
-        "available_node_types": node_types,
-        "file_mounts": {},
-        "cluster_synced_files": [],
-        "file_mounts_sync_continuously": False,
-        "rsync_exclude": [],
-        "rsync_filter": [],
-        "initialization_commands": [],
-        "setup_commands": [],
-        "head_setup_commands": [],
-        "worker_setup_commands": [],
-        "head_start_ray_commands": [],
-        "worker_start_ray_commands": [],
-    }
+    return config
+
+
+def idle_timeout_s(kuberay: dict[str, Any], group: str, scenario: Scenario) -> float:
+    """The scaled idle timeout the autoscaler applies to nodes of ``group``."""
+    node_type = kuberay["available_node_types"][group]
+    seconds = node_type.get("idle_timeout_s", kuberay["idle_timeout_minutes"] * 60)
+    return float(seconds) * scenario.time_scale
 
 
 class FakeGpuCluster:
     """A head plus autoscaled fake GPU nodes, all in one process session of this machine."""
 
-    def __init__(self, shapes: list[WorkerGroupShape], scenario: Scenario) -> None:
-        self.shapes = shapes
+    def __init__(self, kuberay: dict[str, Any], scenario: Scenario) -> None:
+        self.kuberay = kuberay
         self.scenario = scenario
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -210,7 +231,7 @@ class FakeGpuCluster:
 
     def start(self) -> None:
         config_path = Path(self._workdir) / "autoscaler.json"
-        config = autoscaler_config(self.shapes, self.address, self.scenario)
+        config = autoscaler_config(self.kuberay, self.address, self.scenario)
         config_path.write_text(json.dumps(config))
         env = dict(os.environ)
         env.pop("RAY_ADDRESS", None)
@@ -441,8 +462,9 @@ def run_scenario(scenario: Scenario, manifest_dir: Path | None = None) -> Timeli
     shapes = load_worker_group_shapes(manifest_dir)
     shape = next(s for s in shapes if s.name == scenario.group)
     gpu_resource = next((k for k in shape.resources if k not in ("CPU", "GPU", "memory")), "GPU")
-    timeline = Timeline(scenario)
-    cluster = FakeGpuCluster(shapes, scenario)
+    kuberay = kuberay_autoscaling_config(manifest_dir)
+    timeline = Timeline(scenario, idle_timeout_s(kuberay, scenario.group, scenario))
+    cluster = FakeGpuCluster(kuberay, scenario)
     cluster.start()
     try:
         ray.init(address=cluster.address, log_to_driver=False, namespace="autoscaling")
@@ -601,14 +623,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--group", default=Scenario.group)
     parser.add_argument("--max-gpu-nodes", type=int, default=Scenario.max_gpu_nodes)
-    parser.add_argument("--idle-timeout-s", type=float, default=Scenario.idle_timeout_s)
+    parser.add_argument("--time-scale", type=float, default=Scenario.time_scale)
     parser.add_argument("--concurrency", type=int, default=Scenario.concurrency)
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     args = parser.parse_args(argv)
     scenario = Scenario(
         group=args.group,
         max_gpu_nodes=args.max_gpu_nodes,
-        idle_timeout_s=args.idle_timeout_s,
+        time_scale=args.time_scale,
         concurrency=args.concurrency,
     )
     started = time.monotonic()

@@ -1,6 +1,6 @@
 """The KubeRay deployment of the application: render and check ``kuberay/``.
 
-``python -m app.kuberay render`` writes ``kuberay/serve-config.patch.yaml`` (the
+``python -m app.kuberay render`` writes ``kuberay/base/serve-config.patch.yaml`` (the
 RayService's ``serveConfigV2``) from ``serve_configs/prod.yaml``;
 ``python -m app.kuberay check`` fails when that file is stale or when the manifests
 break a rule of the KubeRay operator, or a deployment fits no worker group.

