@@ -21,6 +21,7 @@ from app.errors import from_triton
 from app.placement.apply import load_overrides
 from app.placement.load_lock import gpu_load_lock, load_lock_keys
 from app.triton import Server, TritonError
+from app.triton.process_tree import end_orphans
 from app.triton.server import remove_orphaned_shm
 
 __all__ = ["ModelControl", "ray_get"]
@@ -142,6 +143,7 @@ class ModelControl:
                 # replaced, killed at the end of its graceful shutdown) left its
                 # regions; start() only swept those of processes dead by then.
                 remove_orphaned_shm()
+                end_orphans()  # processes of stubs whose replica was killed
                 self._report_once()
             except Exception as exc:  # the store restarts; keep serving meanwhile
                 log.warning("state report failed: %s", exc)
