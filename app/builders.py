@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import ray
 from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
 
 from app.config import AppConfig, ModelDeploymentConfig, check_paths, effective_triton_options
+from app.placement.feasibility import check_cluster_gpus
 from app.placement.packing import check_placement
 
 __all__ = ["REPLICA_ENV", "SHUTDOWN_MARGIN_S", "build_app", "deployment_options"]
@@ -83,6 +85,8 @@ def build_app(args: dict[str, Any]) -> Application:
         raise ValueError(f"invalid application config: {exc}") from exc
     check_paths(cfg)
     check_placement(cfg)
+    if cfg.router.fixed_cluster and ray.is_initialized():  # built on the cluster: ask it
+        check_cluster_gpus(cfg)
     cfg = cfg.model_copy(update={"model_repository": os.path.abspath(cfg.model_repository)})
     plain = cfg.model_dump(mode="json")
     model_deployment: Any = serve.deployment(ModelReplica)

@@ -6,6 +6,8 @@ node's *total* resources (e.g. a GPU deployment on a CPU-only cluster, or a cust
 resource no node advertises) can never start, so the router answers 503 at once naming
 what is missing. Only totals are compared: a replica that fits a node whose resources
 are taken by others, or a deployment scaled to zero, is placeable and still waits.
+Only with ``router.fixed_cluster``: where an autoscaler can add nodes (KubeRay worker
+groups scaled to zero), waiting for one is right.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from typing import Any
 
 from app.config import AppConfig, ModelDeploymentConfig
 
-__all__ = ["NODES_CACHE_S", "missing_resources", "replica_demand", "unplaceable"]
+__all__ = [
+    "NODES_CACHE_S",
+    "check_cluster_gpus",
+    "missing_resources",
+    "replica_demand",
+    "unplaceable",
+]
 
 NODES_CACHE_S = 10.0
 _EPS = 1e-9
@@ -70,7 +78,7 @@ async def unplaceable(
     is read at most every ``NODES_CACHE_S`` (a GCS call, off the event loop)."""
     global _nodes, _nodes_at
     dep = next((d for d in cfg.deployments if d.name == deployment), None)
-    if dep is None:
+    if dep is None or not cfg.router.fixed_cluster:  # an autoscaler may add the node
         return None
     if time.monotonic() - _nodes_at > NODES_CACHE_S:
         try:
@@ -88,3 +96,24 @@ async def unplaceable(
         f"and no node of the Ray cluster has it (short by {lacking}); add such a node "
         f"(e.g. `ray start --num-gpus N`, or a worker group advertising the resource)"
     )
+
+
+def check_cluster_gpus(
+    cfg: AppConfig, nodes: Callable[[], list[dict[str, float]]] = _alive_nodes
+) -> None:
+    """Refuse to build an app that needs GPUs on a Ray cluster with none at all (a
+    plain ``ray start``, or ``serve run`` on a laptop): its replicas would wait
+    forever. Raises ``ValueError`` with what to do; says nothing if Ray cannot tell."""
+    wanting = [d.name for d in cfg.deployments if d.num_gpus > 0]
+    if not wanting:
+        return
+    try:
+        found = nodes()
+    except Exception:
+        return
+    if found and not any(n.get("GPU", 0.0) > 0 for n in found):
+        raise ValueError(
+            f"deployments {wanting} need GPUs but this Ray cluster has none. On a CPU "
+            "machine run `make serve` (a private cluster with 2 logical GPUs), or start "
+            "Ray with `ray start --head --num-gpus 2` before `serve run`"
+        )

@@ -17,7 +17,13 @@ ONE_GPU = [{"CPU": 2.0, "GPU": 1.0}]
 
 def _cfg(**dep: object) -> AppConfig:
     deployment = {"name": "d", "models": ["m"], "num_cpus": 0.25, **dep}
-    return AppConfig.model_validate({"model_repository": "/r", "deployments": [deployment]})
+    return AppConfig.model_validate(
+        {
+            "model_repository": "/r",
+            "router": {"fixed_cluster": True},
+            "deployments": [deployment],
+        }
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +58,17 @@ def test_placeable_and_scaled_to_zero_deployments_wait() -> None:
     assert _why(scaled_to_zero, ONE_GPU) is None
 
 
+def test_a_cluster_an_autoscaler_may_grow_waits() -> None:
+    cfg = _cfg(num_gpus=0.5).model_copy(
+        update={
+            "router": AppConfig.model_validate(
+                {"model_repository": "/r", "deployments": [{"name": "d", "models": ["m"]}]}
+            ).router
+        }
+    )
+    assert _why(cfg, CPU_ONLY) is None
+
+
 def test_the_node_list_is_read_once_per_period() -> None:
     reads: list[int] = []
 
@@ -75,3 +92,19 @@ def test_demand_and_shortfall() -> None:
     assert replica_demand(_cfg(num_gpus=0).deployments[0]) == {"CPU": 0.25}
     assert missing_resources({"GPU": 1.0}, [{"GPU": 0.5}, {}]) == {"GPU": 0.5}
     assert missing_resources({"GPU": 1.0}, []) == {"GPU": 1.0}
+
+
+def test_building_a_gpu_app_on_a_cluster_without_gpus_says_what_to_do() -> None:
+    from app.placement.feasibility import check_cluster_gpus
+
+    with pytest.raises(ValueError, match=r"make serve.*ray start --head --num-gpus 2"):
+        check_cluster_gpus(_cfg(num_gpus=0.5), nodes=lambda: CPU_ONLY)
+    check_cluster_gpus(_cfg(num_gpus=0.5), nodes=lambda: ONE_GPU)
+    check_cluster_gpus(_cfg(num_gpus=0), nodes=lambda: CPU_ONLY)
+
+
+def test_a_missing_model_repository_says_what_to_do(tmp_path: object) -> None:
+    from app.config import check_paths
+
+    with pytest.raises(ValueError, match=r"not a directory on this node.*make serve"):
+        check_paths(_cfg().model_copy(update={"model_repository": "/models/nowhere"}))
