@@ -131,8 +131,14 @@ def test_loads_on_one_gpu_never_overlap(two_replicas: tuple[str, Path]) -> None:
 
 def test_both_replicas_serve(two_replicas: tuple[str, Path]) -> None:
     url, _ = two_replicas
-    status = serve.status().applications["lock"].deployments["slow"]
-    assert status.replica_states.get("RUNNING") == 2, status
+    # The second replica finishes its __init__ (and Serve notices) after its load.
+    deadline = time.monotonic() + 90
+    while True:
+        status = serve.status().applications["lock"].deployments["slow"]
+        if status.replica_states.get("RUNNING") == 2:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(1)
     body = {"model": MODEL, "prompt": "hello", "max_tokens": 4, "temperature": 0}
     for _ in range(6):
         answer = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
