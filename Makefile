@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SERVE_CONFIG ?= serve_configs/local.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install serve test test-slow test-soak lint typecheck bench bench-tools bench-stack clean
+.PHONY: install serve test test-slow test-soak lint typecheck bench bench-tools bench-stack clean gpu-wheels gpu-smoke gpu-smoke-dry
 
 $(STAMP): pyproject.toml setup.py app/triton/_shim.c
 	$(PYTHON) -m venv $(VENV)
@@ -74,3 +74,35 @@ bench-stack: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info app/triton/_shim*.so
+
+# ---- GPU smoke check (bench/gpu_smoke.py) for a borrowed GPU machine: Python 3.12 with
+# torch, no Ray, no network, at most 64 MiB carried. Neither target touches $(VENV)'s
+# install: gpu-wheels only downloads (pip of any Python works), gpu-smoke runs on the
+# machine's own python3.12.
+GPU_PIP ?= $(if $(wildcard $(VENV)/bin/pip),$(VENV)/bin/pip,pip3)
+GPU_PYTHON ?= python3
+WHL := .whl
+# cp312 manylinux wheels the GPU machine lacks (versions as pyproject resolves them here).
+GPU_WHEELS := nvidia-pytriton==0.7.0 pydantic==2.14.4 pydantic-core==2.50.5 \
+	annotated-types==0.8.0 typing-inspection==0.4.5 ml-dtypes==0.5.4
+gpu-wheels:
+	mkdir -p $(WHL)/minilm-model
+	$(GPU_PIP) download --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --abi cp312 --abi abi3 --abi none \
+		--platform manylinux_2_35_x86_64 --platform manylinux_2_28_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
+		-d $(WHL) $(GPU_WHEELS)
+	$(PY) -m bench.gpu_smoke_files $(WHL)/minilm-model
+	du -sh $(WHL)
+
+# Installs the wheels into .whl/site (not a venv), builds the C extension for this
+# Python in place, runs the smoke check. GPU_SMOKE_ARGS=--cpu is the dry run.
+GPU_SMOKE_ARGS ?=
+gpu-smoke:
+	$(GPU_PYTHON) -m pip install -q --no-deps --no-index --target $(WHL)/site $(WHL)/*.whl
+	PYTHONPATH=$(CURDIR):$(CURDIR)/$(WHL)/site $(GPU_PYTHON) setup.py -q build_ext --inplace
+	PYTHONPATH=$(CURDIR):$(CURDIR)/$(WHL)/site $(GPU_PYTHON) -m bench.gpu_smoke $(GPU_SMOKE_ARGS)
+
+# The dry run on this machine's interpreter and venv (no install, no GPU).
+gpu-smoke-dry:
+	PYTHONPATH=$(CURDIR) $(PY) -m bench.gpu_smoke --cpu --requests 300

@@ -9,14 +9,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import ray
 from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
 
-from app.config import AppConfig, ModelDeploymentConfig, check_paths
+from app.config import AppConfig, ModelDeploymentConfig, check_paths, effective_triton_options
+from app.placement.feasibility import check_cluster_gpus
 from app.placement.packing import check_placement
 
-__all__ = ["REPLICA_ENV", "build_app", "deployment_options"]
+__all__ = ["REPLICA_ENV", "SHUTDOWN_MARGIN_S", "build_app", "deployment_options"]
 
 REPLICA_ENV = {
     # Ray would otherwise kill Triton's python-backend stubs before the replica
@@ -28,8 +30,15 @@ REPLICA_ENV = {
 }
 
 
-def deployment_options(dep: ModelDeploymentConfig) -> dict[str, Any]:
-    """Serve options of a model deployment (replicas, resources, queue limits)."""
+# Beyond Triton's exit_timeout_s: unloading models, ending stub processes left behind
+# (SIGTERM, 3 s, SIGKILL) and freeing the server. Serve kills the replica after
+# graceful_shutdown_timeout_s, which would cut Triton's own wait short.
+SHUTDOWN_MARGIN_S = 15
+
+
+def deployment_options(dep: ModelDeploymentConfig, exit_timeout_s: int = 30) -> dict[str, Any]:
+    """Serve options of a model deployment (replicas, resources, queue limits);
+    ``exit_timeout_s`` is its Triton's, which the graceful shutdown must outlast."""
     actor_options: dict[str, Any] = {"num_cpus": dep.num_cpus, "num_gpus": dep.num_gpus}
     if dep.resources:
         actor_options["resources"] = dict(dep.resources)
@@ -40,7 +49,7 @@ def deployment_options(dep: ModelDeploymentConfig) -> dict[str, Any]:
         "max_ongoing_requests": dep.max_ongoing_requests,
         "max_queued_requests": dep.max_queued_requests,
         "health_check_period_s": 10,
-        "graceful_shutdown_timeout_s": 30,
+        "graceful_shutdown_timeout_s": max(30, exit_timeout_s + SHUTDOWN_MARGIN_S),
     }
     if dep.num_gpus > 1:
         # Tensor parallelism in one replica: all its GPUs on one node. The replica
@@ -76,12 +85,16 @@ def build_app(args: dict[str, Any]) -> Application:
         raise ValueError(f"invalid application config: {exc}") from exc
     check_paths(cfg)
     check_placement(cfg)
+    if cfg.router.fixed_cluster and ray.is_initialized():  # built on the cluster: ask it
+        check_cluster_gpus(cfg)
     cfg = cfg.model_copy(update={"model_repository": os.path.abspath(cfg.model_repository)})
     plain = cfg.model_dump(mode="json")
     model_deployment: Any = serve.deployment(ModelReplica)
     router_deployment: Any = serve.deployment(Router)
     handles = {
-        dep.name: model_deployment.options(**deployment_options(dep)).bind(plain, dep.name)
+        dep.name: model_deployment.options(
+            **deployment_options(dep, effective_triton_options(cfg, dep.name).exit_timeout_s)
+        ).bind(plain, dep.name)
         for dep in cfg.deployments
     }
     router = router_deployment.options(

@@ -279,6 +279,12 @@ class RouterConfig(_Config):
         allow_inf_nan=False,
         description="Seconds before a routed request fails with 408.",
     )
+    fixed_cluster: bool = Field(
+        default=False,
+        description="The Ray cluster cannot add nodes (no autoscaler): a deployment no node "
+        "can hold fails the build (no GPU at all) or gets 503 at once naming what is "
+        "missing, instead of waiting for a node an autoscaler would add.",
+    )
 
 
 class AppConfig(_Config):
@@ -383,7 +389,12 @@ def check_paths(cfg: AppConfig) -> None:
         return
     root = Path(cfg.model_repository)
     if not root.is_dir():
-        raise ValueError(f"model_repository: {cfg.model_repository!r} is not a directory")
+        raise ValueError(
+            f"model_repository: {cfg.model_repository!r} is not a directory on this node. "
+            "Mount the model repository there (the image of kuberay/image copies it to "
+            "/models/repository), or set args.model_repository; on a laptop run "
+            "`make serve` (serve_configs/local.yaml)"
+        )
     for i, dep in enumerate(cfg.deployments):
         for j, model in enumerate(dep.models):
             if not (root / model).is_dir():

@@ -3,7 +3,8 @@
 ``python -m bench.llm`` (``--quick`` for a smoke run). Both Triton targets get the same
 ``generate_stream`` request (Triton's generate extension, SSE): a fixed prompt,
 ``max_tokens`` tokens at temperature 0 with EOS ignored, ``return_num_output_tokens``
-so tokens are counted by the engine, not guessed from text.
+so tokens are counted by the engine where it can (vLLM); a model without that output
+(the TensorRT-LLM ensemble) is counted one token per streamed response.
 
 Targets, one at a time so they never share the CPU:
 
@@ -96,6 +97,15 @@ async def _events(
                 yield json.loads(line[6:])
 
 
+def event_tokens(event: dict[str, Any]) -> int:
+    """Tokens one generate_stream event carries: the engine's ``num_output_tokens``
+    when it returns one (vLLM), else one per event with text (the TensorRT-LLM
+    ensemble returns no count; it streams one response per generated token)."""
+    if "num_output_tokens" in event:
+        return int(event["num_output_tokens"])
+    return 1 if event.get("text_output") else 0
+
+
 async def _one_triton(
     client: httpx.AsyncClient, url: str, body: dict[str, Any], cell: Cell
 ) -> None:
@@ -105,7 +115,7 @@ async def _one_triton(
     async for event in _events(client, url, body):
         if "error" in event:
             raise RuntimeError(event["error"])
-        count = int(event.get("num_output_tokens", 0))
+        count = event_tokens(event)
         if count:
             now = time.perf_counter()
             first = first if first is not None else now

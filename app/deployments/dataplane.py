@@ -18,6 +18,7 @@ from app.config import AppConfig, ModelDeploymentConfig, model_owner
 from app.deployments.state import ReplicaReport, get_state_store
 from app.errors import Internal, NotFound, RequestTimeout, ServingError, Unavailable
 from app.observability import label_metrics
+from app.placement.feasibility import unplaceable
 from app.security.context import authorize_model, permits, request_timeout_s
 from app.security.limits import DeploymentGate
 
@@ -90,6 +91,9 @@ class DataPlane:
         waiting at most ``timeout_s``; 503 when its line is full, 408 on timeout."""
         if method in _UNBOUNDED_METHODS:
             return None
+        why = await unplaceable(self.cfg, deployment)  # 503 now, not a 408 after the timeout
+        if why is not None:
+            raise Unavailable(why, retry_after=30)
         gate = self.gates[deployment]
         try:
             await asyncio.wait_for(gate.enter(model), timeout=timeout_s)

@@ -19,7 +19,9 @@ from app.deployments.state import REPORT_PERIOD_S, ModelIntent, ReplicaReport
 from app.deployments.stub_watch import StubWatch
 from app.errors import BadRequest, from_triton
 from app.placement.apply import load_overrides
+from app.placement.load_lock import gpu_load_lock, load_lock_keys
 from app.triton import Server, TritonError
+from app.triton.process_tree import end_orphans
 from app.triton.server import remove_orphaned_shm
 
 __all__ = ["ModelControl", "ray_get"]
@@ -117,7 +119,10 @@ class ModelControl:
         try:
             # The engine's GPU memory share follows the deployment's num_gpus.
             config, files = load_overrides(self.cfg, self.deployment_name, model, config, files)
-            self.server.load(model, config=config, files=files)
+            # One engine load at a time per GPU: co-tenants' memory skews its sizing.
+            keys = load_lock_keys(self.cfg, self.deployment_name)
+            with gpu_load_lock(keys, f"{self.deployment_name}/{model}"):
+                self.server.load(model, config=config, files=files)
             self.load_errors.pop(model, None)
         except TritonError as exc:
             self.load_errors[model] = exc.message
@@ -145,6 +150,7 @@ class ModelControl:
                 # replaced, killed at the end of its graceful shutdown) left its
                 # regions; start() only swept those of processes dead by then.
                 remove_orphaned_shm()
+                end_orphans()  # processes of stubs whose replica was killed
                 self._report_once()
             except Exception as exc:  # the store restarts; keep serving meanwhile
                 log.warning("state report failed: %s", exc)

@@ -3,14 +3,16 @@
 The request speaks the tensors of Triton's vLLM backend (``text_input``, ``stream``,
 ``sampling_parameters`` JSON, ``exclude_input_in_output``, ``return_*``) and falls back
 to per-field inputs (``max_tokens``, ``temperature``...) that TensorRT-LLM ensembles
-declare; only inputs the model declares are sent. Generation always streams inside
-the replica, so time to first token, cancellation and ``n`` work the same for
-streaming and non-streaming clients.
+declare; a field the model has no input for is refused (400 naming it), not dropped.
+Text arrives as bytes and is decoded across responses (``text_decoder``). Generation
+always streams inside the replica, so time to first token, cancellation and ``n`` work
+the same for streaming and non-streaming clients.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -33,7 +35,7 @@ _FIELD_INPUTS: dict[str, tuple[str, ...]] = {
     "seed": ("seed", "random_seed"),
     "presence_penalty": ("presence_penalty",),
     "frequency_penalty": ("frequency_penalty",),
-    "stop": ("stop_words", "stop"),
+    "stop": ("stop_words", "stop"),  # every word: BYTES [-1]
 }
 _RETURN_SWITCHES = ("return_finish_reason", "return_num_input_tokens", "return_num_output_tokens")
 
@@ -63,6 +65,11 @@ class ModelInputs:
         else:
             data = np.array([value], dtype=datatype.numpy_dtype)
         return data.reshape(1, 1) if self.max_batch_size > 0 else data
+
+    def words(self, words: list[str]) -> np.ndarray[Any, Any]:
+        """A list of strings as one BYTES row (e.g. TensorRT-LLM's ``stop_words``)."""
+        data = np.array([w.encode() for w in words], dtype=object)
+        return data.reshape(1, -1) if self.max_batch_size > 0 else data
 
 
 @dataclass(frozen=True)
@@ -126,14 +133,16 @@ def build_request(
             "sampling_parameters", json.dumps(wanted).encode()
         )
     else:
+        # An engine ignores request parameters it does not know, so a field without an
+        # input would be dropped without a word: refuse it instead.
         for key, value in wanted.items():
             found = next((n for n in _FIELD_INPUTS[key] if n in declared), None)
-            if found is not None:
-                inputs[found] = shape.tensor(found, value[0] if key == "stop" else value)
-            elif key != "stop":
-                parameters[key] = value
-            else:
-                parameters[key] = json.dumps(value)
+            if found is None:
+                raise BadRequest(
+                    f"{key} is not supported by model '{model}' (it has no input for it)",
+                    param=key,
+                )
+            inputs[found] = shape.tensor(found, value) if key != "stop" else shape.words(value)
     return InferenceRequest(model_name=model, inputs=inputs, parameters=parameters)
 
 
@@ -144,21 +153,28 @@ async def generate(server: Server, request: InferenceRequest, index: int) -> Asy
     except TritonError as exc:
         raise from_triton(exc) from exc
     finished = False
+    decoder = text_decoder()
     try:
         async for response in stream:
-            delta = _delta(index, response.outputs)
+            delta = _delta(index, response.outputs, decoder)
             if delta.text or delta.finish_reason or delta.output_tokens:
                 finished = finished or delta.finish_reason is not None
                 yield delta
-        if not finished:
-            yield Delta(index, "", finish_reason="")  # the engine gave no reason
+        if not finished:  # the engine gave no reason
+            yield Delta(index, decoder.decode(b"", final=True), finish_reason="")
     except TritonError as exc:
         raise from_triton(exc) from exc
     finally:
         stream.cancel()
 
 
-def _delta(index: int, outputs: dict[str, Any]) -> Delta:
+def text_decoder() -> codecs.IncrementalDecoder:
+    """UTF-8 across responses: an engine may send a character's bytes in two (the
+    TensorRT-LLM ensemble sends each token's bytes), so a partial one waits for the rest."""
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+
+def _delta(index: int, outputs: dict[str, Any], decoder: codecs.IncrementalDecoder) -> Delta:
     def first(name: str) -> Any:
         values = outputs.get(name)
         return None if values is None or values.size == 0 else values.reshape(-1)[0]
@@ -169,10 +185,12 @@ def _delta(index: int, outputs: dict[str, Any]) -> Delta:
         reason = reason.decode()
     out_tokens = first("num_output_tokens")
     in_tokens = first("num_input_tokens")
+    reason = reason if reason not in (None, "", "None") else None
+    final = reason is not None
     return Delta(
         index=index,
-        text=text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text or ""),
-        finish_reason=reason if reason not in (None, "", "None") else None,
+        text=decoder.decode(text, final) if isinstance(text, bytes) else str(text or ""),
+        finish_reason=reason,
         output_tokens=None if out_tokens is None else int(out_tokens),
         prompt_tokens=None if in_tokens is None else int(in_tokens),
     )

@@ -10,9 +10,13 @@ Per GPU of a replica, with G the GPU's memory and f the deployment's fraction of
 
 - share S = f x G; weights W = ``weights_gb`` / GPUs of the replica; overhead O.
 - The engine's KV cache gets at most K = S - W - O, and must get ``min_kv_cache_gb``.
-- vLLM: ``gpu_memory_utilization`` = (S - O) / G. vLLM (>= 0.7) counts its weights,
-  activations and KV cache against that fraction of the *total* memory and measures
-  only its own process, so co-tenants do not shrink it.
+- vLLM: ``gpu_memory_utilization`` = (S - O) / G, a fraction of the *total* memory
+  that vLLM's weights, activations and KV cache must fit. Its start-up profiling does
+  not measure its own process only: every allocation on the device since it started
+  counts as its own, so a co-tenant loading meanwhile shrinks its KV cache or fails its
+  free-memory check. Loads on one GPU therefore run one at a time
+  (``app.placement.load_lock``); a co-tenant's inference growing during the profile
+  still counts against it, which ``overhead_gb`` must absorb.
 - TensorRT-LLM: ``kv_cache_free_gpu_mem_fraction`` is a fraction of the memory that is
   *free after the engine loaded*, which depends on what co-tenants allocated first.
   Assumption: it is computed against an otherwise empty GPU, k = K / (G - W - O), so

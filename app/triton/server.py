@@ -55,6 +55,7 @@ from app.triton.model_info import (
     ServerMetadata,
 )
 from app.triton.options import Options
+from app.triton.process_tree import Proc, descendants, end_orphans, end_processes, mark_owner
 from app.triton.stubs import StubProcess, is_running, model_of_instance, running_stubs
 
 __all__ = ["Model", "Server", "interpreter_library_dir", "remove_orphaned_shm"]
@@ -103,6 +104,10 @@ class Server:
             self._capi = capi = load_capi(self.install)
             _prepare_environment(self.install)
             remove_orphaned_shm()
+            # Stubs and their children name this process as owner; those of owners
+            # that died (a killed replica) hold GPU memory a new one needs.
+            mark_owner()
+            end_orphans()
             opts = self._build_options(capi)
             server = c_void_p()
             try:
@@ -128,6 +133,8 @@ class Server:
             self._server = None
             self._stopped = True
         _LIVE.discard(self)
+        # Read before the stop: once a stub exits its children are reparented.
+        stub_trees = self._stub_trees()
         try:
             if exit_timeout_s is not None:
                 capi.check(capi.lib.TRITONSERVER_ServerSetExitTimeout(server, exit_timeout_s))
@@ -142,6 +149,15 @@ class Server:
                 if loop is not None and not loop.is_closed():
                     loop.call_soon_threadsafe(dispatcher.fail_server, self, stopped)
             _remove_shm(self.shm_prefix)
+            # e.g. vLLM's executor workers, when the stub exited without ending them.
+            left = end_processes(stub_trees)
+            if left:
+                log.warning("ended %d stub processes left after Triton stopped", len(left))
+
+    def _stub_trees(self) -> list[Proc]:
+        """This server's stubs and every process below them."""
+        stubs = self.stub_processes()
+        return [Proc(s.pid, s.started) for s in stubs] + descendants(s.pid for s in stubs)
 
     def __enter__(self) -> Server:
         return self.start()

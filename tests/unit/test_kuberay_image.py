@@ -46,3 +46,28 @@ def test_base_image_is_pinned_by_a_digest_with_no_default() -> None:
     (base,) = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
     assert base.endswith("@${BASE_DIGEST}")
     assert re.search(r"^ARG BASE_DIGEST$", text, re.MULTILINE)  # no default: a build must pin
+
+
+def _run_steps(dockerfile: str) -> list[str]:
+    """RUN instructions, continuation lines joined."""
+    joined = re.sub(r"\\\n", " ", dockerfile)
+    return [line for line in joined.splitlines() if line.startswith("RUN ")]
+
+
+def test_build_runs_pip_check_and_each_flavours_import_smoke() -> None:
+    dockerfile = (ROOT / "kuberay" / "image" / "Dockerfile").read_text()
+    after_install = _run_steps(dockerfile.split("pip install --no-deps", 1)[1])
+    smoke = next((r for r in after_install if "pip check" in r), "")
+    assert "python3 -m pip check" in smoke
+    assert "import app.triton._shim" in smoke
+    assert re.search(r"vllm\)\s+python3 -c \"import vllm\.entrypoints\.openai\.api_server\"", smoke)
+    assert re.search(r"trtllm\)\s+python3 -c \"import tensorrt_llm\"", smoke)
+    # FLAVOUR is visible to the smoke step only when re-declared after FROM.
+    assert re.search(r"^FROM .*\n(?:.*\n)*?ARG FLAVOUR$", dockerfile, re.MULTILINE)
+
+
+def test_dockerfile_states_cuda_and_driver_of_its_ngc_tag() -> None:
+    dockerfile = (ROOT / "kuberay" / "image" / "Dockerfile").read_text()
+    tag = re.search(r"ARG TRITON_VERSION=(\S+)", dockerfile)
+    assert tag is not None
+    assert re.search(rf"{re.escape(tag.group(1))} .*CUDA [0-9.]+; NVIDIA driver \d+", dockerfile)

@@ -146,7 +146,8 @@ def _sampling() -> ModuleType:
 
 
 def test_sampling_defaults_follow_vllm() -> None:
-    assert _sampling().parse_sampling(None, None) == {
+    parsed = _sampling().parse_sampling(None, None)
+    assert {k: parsed[k] for k in ("max_tokens", "temperature", "top_k", "top_p")} == {
         "max_tokens": 16,
         "temperature": 1.0,
         "top_k": 0,
@@ -156,7 +157,8 @@ def test_sampling_defaults_follow_vllm() -> None:
 
 def test_sampling_max_tokens_tensor_wins_and_zero_temperature_is_greedy() -> None:
     parsed = _sampling().parse_sampling(b'{"max_tokens": 5, "temperature": 0, "top_p": 0.9}', 7)
-    assert parsed == {"max_tokens": 7, "temperature": 1.0, "top_k": 1, "top_p": 0.9}
+    picked = {k: parsed[k] for k in ("max_tokens", "temperature", "top_k", "top_p")}
+    assert picked == {"max_tokens": 7, "temperature": 1.0, "top_k": 1, "top_p": 0.9}
 
 
 @pytest.mark.parametrize(

@@ -127,14 +127,21 @@ def test_vllm_style_models_get_sampling_parameters_json() -> None:
 
 
 def test_trtllm_style_models_get_one_input_per_field() -> None:
-    params = GenerationParams(max_tokens=5, temperature=0.5, seed=3, top_p=0.9)
+    params = GenerationParams(max_tokens=5, temperature=0.5, seed=3)
     request = build_request("m", ModelInputs.from_config(TRTLLM_STYLE), "hello", params)
     inputs = dict(request.inputs)
     assert inputs["text_input"].shape == (1, 1)
     assert inputs["max_tokens"].dtype == np.int32 and inputs["max_tokens"].item() == 5
     assert inputs["random_seed"].dtype == np.uint64 and inputs["random_seed"].item() == 3
     assert inputs["temperature"].dtype == np.float32
-    assert dict(request.parameters) == {"top_p": 0.9}  # no such input: a request parameter
+    assert dict(request.parameters) == {}
+
+
+def test_a_field_the_model_has_no_input_for_is_refused_naming_it() -> None:
+    params = GenerationParams(max_tokens=5, top_p=0.9)
+    with pytest.raises(BadRequest) as caught:
+        build_request("m", ModelInputs.from_config(TRTLLM_STYLE), "hello", params)
+    assert caught.value.param == "top_p" and "top_p" in caught.value.message
 
 
 def test_a_model_without_text_input_is_not_a_generator() -> None:

@@ -1,9 +1,16 @@
-"""Step 3 of llama3-8b-trtllm: the engine's output ids (beam 0) -> text_output."""
+"""Step 3 of llama3-8b-trtllm: the engine's output ids (beam 0) -> text_output, the
+UTF-8 bytes of the new tokens (detokenize.py says why bytes, not decoded text)."""
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from detokenize import TokenBytes  # noqa: E402
 
 
 class TritonPythonModel:
@@ -13,7 +20,7 @@ class TritonPythonModel:
         # Imported here: loading transformers takes seconds and belongs to model load.
         from transformers import AutoTokenizer
 
-        self._tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+        self._bytes = TokenBytes(AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True))
 
     def execute(self, requests):
         responses = []
@@ -22,9 +29,7 @@ class TritonPythonModel:
             tokens = pb_utils.get_input_tensor_by_name(request, "TOKENS_BATCH").as_numpy()
             lengths = pb_utils.get_input_tensor_by_name(request, "SEQUENCE_LENGTH").as_numpy()
             texts = [
-                self._tokenizer.decode(
-                    tokens[b, 0, : int(lengths[b, 0])], skip_special_tokens=True
-                ).encode("utf-8")
+                self._bytes.of(tokens[b, 0, : int(lengths[b, 0])].tolist())
                 for b in range(tokens.shape[0])
             ]
             output = np.array(texts, dtype=object).reshape(-1, 1)

@@ -1,5 +1,7 @@
 """Step 1 of llama3-8b-trtllm: tokenize text_input, turn sampling options into the
-engine's inputs (see sampling.py). Rows of one request are padded to one length."""
+engine's inputs (see sampling.py): length, temperature, top-k/p, seed, stop words,
+penalties, min length; end and pad ids from the tokenizer. Rows of one request are
+padded to one length."""
 
 import json
 import sys
@@ -10,7 +12,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sampling import parse_sampling  # noqa: E402
+from sampling import parse_sampling, word_list  # noqa: E402
 
 
 def _parameters(args):
@@ -77,6 +79,18 @@ class TritonPythonModel:
         def column(key, dtype):
             return np.array([[o[key]] for o in options], dtype=dtype)
 
+        def encode(word):
+            return self._tokenizer.encode(word, add_special_tokens=False)
+
+        # [rows, 2, width]: token ids, then end offsets padded with -1 (no more words).
+        words = [word_list(encode, o["stop"]) for o in options]
+        width = max(1, *(len(flat) for flat, _ in words))
+        stop_words = np.zeros((len(words), 2, width), dtype=np.int32)
+        stop_words[:, 1, :] = -1
+        for i, (flat, offsets) in enumerate(words):
+            stop_words[i, 0, : len(flat)] = flat
+            stop_words[i, 1, : len(offsets)] = offsets
+
         n = len(ids)
         outputs = {
             "INPUT_IDS": padded,
@@ -87,6 +101,12 @@ class TritonPythonModel:
             "TEMPERATURE": column("temperature", np.float32),
             "TOP_K": column("top_k", np.int32),
             "TOP_P": column("top_p", np.float32),
+            "STOP_WORDS_LIST": stop_words,
+            "RANDOM_SEED": column("seed", np.uint64),
+            "REPETITION_PENALTY": column("repetition_penalty", np.float32),
+            "PRESENCE_PENALTY": column("presence_penalty", np.float32),
+            "FREQUENCY_PENALTY": column("frequency_penalty", np.float32),
+            "MIN_LENGTH": column("min_tokens", np.int32),
         }
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(name, value) for name, value in outputs.items()]
