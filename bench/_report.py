@@ -1,6 +1,6 @@
 """``bench.stack``'s printed report: latency/throughput tables, CPU per hop, the goals.
 
-The goals are issue 11's, each checked per protocol against the standalone
+The goals are the data path's, each checked per protocol against the standalone
 ``tritonserver`` of the same run, from the perf_analyzer cells:
 
 - floor: added p50 at concurrency 1 <= 4 ms (each model); minilm requests/s at 16 >=
@@ -226,7 +226,7 @@ def check_goals(cells: Sequence[PerfCell]) -> list[dict[str, Any]]:
 
 
 def goal_lines(goals: Sequence[dict[str, Any]]) -> list[str]:
-    lines = ["Goals of issue 11 (perf_analyzer cells; value/goal in brackets):"]
+    lines = ["Data-path goals (perf_analyzer cells; value/goal in brackets):"]
     for g in goals:
         verdict = "PASS" if g["pass"] else "FAIL"
         lines.append(

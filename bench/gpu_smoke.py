@@ -1,4 +1,4 @@
-"""GPU smoke check for the borrowed GPU machine (``make gpu-smoke``; issue 13).
+"""GPU smoke check for the borrowed GPU machine (``make gpu-smoke``).
 
 The machine has Python 3.12, torch (CUDA), transformers; no Ray, no network, no NGC
 image. ``make gpu-wheels`` (run where there is a network) puts what else is needed under

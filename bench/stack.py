@@ -20,7 +20,7 @@ its runs the bench reads the CPU time of every process of the target from ``/pro
 by hop: Serve's proxy, the router replica, the model's replica, its Triton stubs, the
 rest of Ray, and their total; for standalone ``tritonserver`` and its stubs. Then the
 project's own Python client (``bench._client``, HTTP) measures the same cells again, as
-a secondary figure. The report (``bench._report``) ends with issue 11's goals, PASS or
+a secondary figure. The report (``bench._report``) ends with the data path's goals, PASS or
 FAIL per line; the results go to ``bench/out/stack-<time>.json`` (``--json``).
 
 ``--serve-env KEY=VALUE`` (repeatable) sets Ray Serve's request-path flags, such as

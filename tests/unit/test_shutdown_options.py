@@ -1,5 +1,5 @@
 """Serve's graceful shutdown outlasts Triton's own wait for requests in flight, so a
-replica stopping on its own is never killed mid-stop (issue 13, item 3)."""
+replica stopping on its own is never killed mid-stop."""
 
 from __future__ import annotations
 

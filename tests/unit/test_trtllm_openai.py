@@ -1,4 +1,4 @@
-"""OpenAI /v1 against the TensorRT-LLM ensemble (issue 13, item 4): what app/llm sends
+"""OpenAI /v1 against the TensorRT-LLM ensemble: what app/llm sends
 is accepted and mapped onto the engine's inputs, the rest is refused naming the field,
 and streamed text arrives as whole characters."""
 

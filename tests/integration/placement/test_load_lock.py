@@ -1,5 +1,5 @@
 """Two replicas on one (logical) GPU load their engines one after the other, then both
-serve (issue 13, item 2).
+serve.
 
 The model is the CPU stand-in LLM (vLLM's interface) wrapped so that its load takes
 ``load_seconds`` and records when it started and ended; without the GPU load lock the

@@ -1,5 +1,5 @@
 """A request to a deployment no node can ever hold gets a 503 naming what is missing at
-once, not a 408 after request_timeout_s (issue 13, item 7)."""
+once, not a 408 after request_timeout_s."""
 
 from __future__ import annotations
 

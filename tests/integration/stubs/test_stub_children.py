@@ -1,5 +1,9 @@
 """A stub's own child processes (vLLM's executor workers, say) do not outlive Triton:
-neither a stop by the replica nor the replica's death leaves one (issue 13, item 3)."""
+neither a stop by the replica nor the replica's death leaves one.
+
+Outside ``tests/integration/engine``: the python backend takes its shared-memory prefix
+from the first server of a process, so these tests need a process whose only server is
+their own (the engine package keeps one running)."""
 
 from __future__ import annotations
 
