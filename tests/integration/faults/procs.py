@@ -44,6 +44,15 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def parent(pid: int) -> int | None:
+    """The parent process of ``pid`` (None once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def replica_pids(app: str, deployment: str) -> list[int]:
     """Worker processes of the Serve replicas of ``app``/``deployment`` (Ray titles
     them ``ray::ServeReplica:<app>:<deployment>``, with ``.method`` while busy)."""

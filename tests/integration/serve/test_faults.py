@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import ray
 
 from tests.integration.faults import procs
 
@@ -36,8 +37,14 @@ def _answered_or_unavailable(response: httpx.Response) -> bool:
     return False
 
 
+def _echo_replicas() -> list[int]:
+    """This cluster's echo replicas (another local stack may run an app of this name)."""
+    raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+    return [pid for pid in procs.replica_pids("triton", "echo") if procs.parent(pid) == raylet]
+
+
 def test_replica_crashing_mid_load_is_replaced(serve_url: str) -> None:
-    (victim,) = procs.replica_pids("triton", "echo")
+    (victim,) = _echo_replicas()
     load_status: list[int] = []
 
     # A reload with a config override (a whole config): new instances start, the old
@@ -65,5 +72,5 @@ def test_replica_crashing_mid_load_is_replaced(serve_url: str) -> None:
     while not _answered_or_unavailable(_infer(serve_url)):
         assert time.monotonic() < deadline, "echo did not come back"
         time.sleep(1)
-    replicas = procs.replica_pids("triton", "echo")
+    replicas = _echo_replicas()
     assert replicas and victim not in replicas
