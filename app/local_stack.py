@@ -37,6 +37,9 @@ INGRESS_ENV: dict[str, dict[str, str]] = {
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
+        # gRPC between deployments caps a message at 4 MiB by default; the router takes
+        # bodies up to 64 MiB (router.max_request_body_bytes) and answers may be larger.
+        "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(512 * 1024 * 1024),
     },
 }
 

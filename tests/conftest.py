@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from app.local_stack import INGRESS_ENV
+
+# Every Ray cluster the tests start serves with the ingress `make serve` uses (Serve
+# reads these when its modules are first imported, so they are set before any test
+# module imports Ray); TEST_INGRESS=haproxy runs the suite behind HAProxy instead.
+for _key, _value in INGRESS_ENV[os.environ.get("TEST_INGRESS", "proxy")].items():
+    os.environ.setdefault(_key, _value)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = REPO_ROOT / "model_repository"

@@ -74,3 +74,9 @@ def test_replica_crashing_mid_load_is_replaced(serve_url: str) -> None:
         time.sleep(1)
     replicas = _echo_replicas()
     assert replicas and victim not in replicas
+    # The operator's last word stands for new replicas: put echo's own config back.
+    restore = {"parameters": {"config": json.dumps(config)}}
+    response = httpx.post(f"{serve_url}/v2/repository/models/echo/load", json=restore, timeout=120)
+    assert response.status_code == 200, response.text
+    config_now = httpx.get(f"{serve_url}/v2/models/echo/config", timeout=30).json()
+    assert config_now["max_batch_size"] == config["max_batch_size"]

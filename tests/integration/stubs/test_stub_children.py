@@ -33,7 +33,9 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         pid_file = Path(config["parameters"]["pid_file"]["string_value"])
-        self.child = subprocess.Popen(["sleep", "600"])  # like an executor worker
+        # Like an executor worker; in a session of its own, so a stub that ends its own
+        # process group as it dies does not take it along (the case to cover).
+        self.child = subprocess.Popen(["sleep", "600"], start_new_session=True)
         pid_file.write_text(str(self.child.pid))
 
     def execute(self, requests):
