@@ -15,9 +15,19 @@ import re
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.config import AppConfig, effective_triton_options
+from app.contract import (
+    GenerateCall,
+    GrpcInferCall,
+    InferCall,
+    InferResult,
+    ModelRef,
+    OpenAICall,
+    ReplicaAPI,
+    StatisticsCall,
+)
 from app.deployments.model_control import ModelControl, ray_get
 from app.deployments.state import (
     ModelIntent,
@@ -135,10 +145,9 @@ class ModelReplica(ModelControl):
 
     # ---- inference ----
 
-    async def infer(
-        self, model: str, version: str | None, body: bytes, header_length: int | None
-    ) -> tuple[bytes, int | None]:
-        number = self._owned(model, version)
+    async def infer(self, call: InferCall) -> InferResult:
+        model, body, header_length = call.model, call.body, call.header_length
+        number = self._owned(model, call.version)
         decode = functools.partial(
             decode_infer_request,
             body,
@@ -159,17 +168,19 @@ class ModelReplica(ModelControl):
             if name in classes:  # Triton's classification extension
                 array = classify(array, classes[name], batched=shape.max_batch_size > 0)
             outputs.append((name, DataType.from_numpy(array.dtype), array))
-        return encode_infer_response(
+        payload, out_header_length = encode_infer_response(
             model,
             shape.version_label,
             decoded.id,
             outputs,
             binary_outputs=decoded.binary_outputs(),
         )
+        return InferResult(payload, out_header_length)
 
-    async def generate(self, model: str, version: str | None, body: bytes) -> dict[str, Any]:
-        number = self._owned(model, version)
-        request = await self._generate_request(model, number, body)
+    async def generate(self, call: GenerateCall) -> dict[str, Any]:
+        model = call.model
+        number = self._owned(model, call.version)
+        request = await self._generate_request(model, number, call.body)
         response = await self._run(infer_once(self.server, request))
         return encode_generate_response(
             model,
@@ -178,13 +189,11 @@ class ModelReplica(ModelControl):
             request_id=request.request_id or None,
         )
 
-    async def generate_stream(
-        self, model: str, version: str | None, body: bytes
-    ) -> AsyncIterator[bytes]:
+    async def generate_stream(self, call: GenerateCall) -> AsyncIterator[bytes]:
         """SSE events. The first item is ``b""`` once the request is accepted, so the
         router can turn an early error into a proper status instead of a broken stream;
         events already waiting travel together (``coalesce``)."""
-        async for chunk in coalesce(self._generate_events(model, version, body)):
+        async for chunk in coalesce(self._generate_events(call.model, call.version, call.body)):
             yield chunk
 
     async def _generate_events(
@@ -216,10 +225,11 @@ class ModelReplica(ModelControl):
 
     # ---- Triton's gRPC protocol: serialized messages, decoded here like HTTP bodies ----
 
-    async def grpc_infer(self, model: str, version: str | None, message: bytes) -> bytes:
+    async def grpc_infer(self, call: GrpcInferCall) -> bytes:
         """A serialized ``ModelInferRequest`` in, a serialized ``ModelInferResponse`` out."""
-        number = self._owned(model, version)
-        decoded, _ = self._decode_grpc(message)
+        model = call.model
+        number = self._owned(model, call.version)
+        decoded, _ = self._decode_grpc(call.message)
         shape = await self._shape(model, number)
         if shape.decoupled:
             raise NotImplementedFeature(
@@ -236,16 +246,15 @@ class ModelReplica(ModelControl):
         )
         return bytes(encoded.SerializeToString())
 
-    async def grpc_stream_infer(
-        self, model: str, version: str | None, message: bytes
-    ) -> AsyncIterator[bytes]:
+    async def grpc_stream_infer(self, call: GrpcInferCall) -> AsyncIterator[bytes]:
         """Serialized ``ModelStreamInferResponse``s of one request of a stream, as
         Triton sends them: responses without outputs only when the client asked for
         an empty final response, each then flagged with ``triton_final_response``;
         an engine error mid-stream is a last response with ``error_message``. The
         first item is ``b""`` once the request is accepted (errors before it raise)."""
-        number = self._owned(model, version)
-        decoded, empty_final = self._decode_grpc(message)
+        model = call.model
+        number = self._owned(model, call.version)
+        decoded, empty_final = self._decode_grpc(call.message)
         label = (await self._shape(model, number)).version_label
         try:
             stream = AsyncResponseIterator(self.server, _engine_request(model, number, decoded))
@@ -278,9 +287,9 @@ class ModelReplica(ModelControl):
 
     # ---- OpenAI API (bodies validated by the router) ----
 
-    async def openai_call(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        """``endpoint``: "completions", "chat" or "embeddings"."""
-        self._owned(body.get("model"), None)
+    async def openai_call(self, call: OpenAICall) -> dict[str, Any]:
+        endpoint, body = call.endpoint, call.body
+        self._owned(call.model, None)
         if endpoint == "completions":
             return await self.openai.completion(body)
         if endpoint == "chat":
@@ -289,9 +298,10 @@ class ModelReplica(ModelControl):
             return await self.openai.embeddings(body)
         raise NotFound(f"no OpenAI endpoint {endpoint!r}")
 
-    async def openai_stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def openai_stream(self, call: OpenAICall) -> AsyncIterator[bytes]:
         """SSE events; the first item is ``b""`` once generation has started."""
-        self._owned(body.get("model"), None)
+        endpoint, body = call.endpoint, call.body
+        self._owned(call.model, None)
         events: AsyncGenerator[bytes, None]
         if endpoint == "completions":
             events = self.openai.completion_stream(body)
@@ -304,16 +314,16 @@ class ModelReplica(ModelControl):
 
     # ---- model information ----
 
-    async def model_metadata(self, model: str, version: str | None) -> dict[str, Any]:
-        number = self._owned(model, version)
+    async def model_metadata(self, ref: ModelRef) -> dict[str, Any]:
+        model, number = ref.model, self._owned(ref.model, ref.version)
         return self._call(lambda: self.server.model(model, number).metadata().model_dump())
 
-    async def model_config(self, model: str, version: str | None) -> dict[str, Any]:
-        number = self._owned(model, version)
+    async def model_config(self, ref: ModelRef) -> dict[str, Any]:
+        model, number = ref.model, self._owned(ref.model, ref.version)
         return self._call(lambda: self.server.model(model, number).config().model_dump())
 
-    async def model_ready(self, model: str, version: str | None) -> bool:
-        number = self._owned(model, version, serving=False)
+    async def model_ready(self, ref: ModelRef) -> bool:
+        model, number = ref.model, self._owned(ref.model, ref.version, serving=False)
         self.stubs.check()
         if self.stubs.why_unavailable(model):
             return False
@@ -322,9 +332,10 @@ class ModelReplica(ModelControl):
         except TritonError:
             return False
 
-    async def model_statistics(self, model: str | None, version: str | None) -> dict[str, Any]:
+    async def model_statistics(self, call: StatisticsCall) -> dict[str, Any]:
         """Statistics of one hosted model, or of all of them when ``model`` is None."""
-        number = self._owned(model, version) if model else -1
+        model = call.model
+        number = self._owned(model, call.version) if model else -1
         stats: list[dict[str, Any]] = []
         for name in [model] if model else self.models:
             with contextlib.suppress(TritonError):
@@ -444,6 +455,12 @@ class ModelReplica(ModelControl):
             priority=priority,
             timeout_us=timeout_us,
         )
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_contract(replica: ModelReplica) -> ReplicaAPI:
+        return replica  # mypy checks every call of ReplicaAPI against ModelReplica
 
 
 def _engine_request(model: str, version: int, decoded: DecodedInferRequest) -> InferenceRequest:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app.config import AppConfig
+from app.contract import LoadCall, UnloadCall
 from app.deployments.state import REPORT_PERIOD_S, ModelIntent, ReplicaReport
 from app.deployments.stub_watch import StubWatch
 from app.errors import BadRequest, from_triton
@@ -53,27 +54,30 @@ class ModelControl:
     def metrics(self) -> str:
         raise NotImplementedError
 
-    async def load_model(
-        self, model: str, config: str | None, files: dict[str, bytes] | None, generation: int
-    ) -> None:
+    async def load_model(self, call: LoadCall) -> None:
         """Load now (errors reach the caller); ``generation`` is the intent it fulfils."""
+        model = call.model
         self._owned(model, None, serving=False)
         await asyncio.to_thread(
-            self._apply, model, generation, lambda: self._load(model, config, files, True)
+            self._apply,
+            model,
+            call.generation,
+            lambda: self._load(model, call.config, call.files, True),
         )
 
-    async def unload_model(self, model: str, unload_dependents: bool, generation: int) -> None:
+    async def unload_model(self, call: UnloadCall) -> None:
+        model = call.model
         self._owned(model, None, serving=False)
 
         def unload() -> None:
             try:
                 self.server.unload(
-                    model, unload_dependents=unload_dependents, wait_until_unloaded=True
+                    model, unload_dependents=call.unload_dependents, wait_until_unloaded=True
                 )
             except TritonError as exc:
                 raise from_triton(exc) from exc
 
-        await asyncio.to_thread(self._apply, model, generation, unload)
+        await asyncio.to_thread(self._apply, model, call.generation, unload)
 
     def _apply(self, model: str, generation: int, action: Callable[[], None]) -> None:
         """Run a load/unload unless a newer intent was applied; one at a time, so the

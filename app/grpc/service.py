@@ -30,7 +30,9 @@ from typing import Any
 from tritonclient.grpc import service_pb2 as pb
 
 from app.config import AppConfig
-from app.deployments.dataplane import DataPlane, call_error
+from app.contract import GrpcInferCall, LoadCall, ModelRef, StatisticsCall, UnloadCall
+from app.deployments.dataplane import DataPlane
+from app.deployments.replica_client import call_error
 from app.errors import (
     Forbidden,
     NotImplementedFeature,
@@ -124,10 +126,10 @@ class TritonGrpcMethods:
         model, version = request.name, _version(request.version)
 
         async def work() -> Any:
-            self.dataplane.deployment_of(model)
+            self.dataplane.replicas.deployment_of(model)
             try:
-                ready = await self.dataplane.call(
-                    model, "model_ready", model, version, timeout_s=READY_TIMEOUT_S
+                ready = await self.dataplane.replicas.model_ready(
+                    ModelRef(model, version), READY_TIMEOUT_S
                 )
             except (Unavailable, RequestTimeout):
                 ready = False
@@ -150,7 +152,7 @@ class TritonGrpcMethods:
         model, version = request.name, _version(request.version)
 
         async def work() -> Any:
-            metadata = await self.dataplane.call(model, "model_metadata", model, version)
+            metadata = await self.dataplane.replicas.model_metadata(ModelRef(model, version))
             return convert.encode_model_metadata(metadata)
 
         call = (f"/v2/models/{model}", model, "ModelMetadata")
@@ -160,7 +162,7 @@ class TritonGrpcMethods:
         model, version = request.name, _version(request.version)
 
         async def work() -> Any:
-            config = await self.dataplane.call(model, "model_config", model, version)
+            config = await self.dataplane.replicas.model_config(ModelRef(model, version))
             return convert.encode_model_config(config)
 
         call = (f"/v2/models/{model}/config", model, "ModelConfig")
@@ -171,7 +173,8 @@ class TritonGrpcMethods:
 
         async def work() -> Any:
             if model:
-                result = await self.dataplane.call(model, "model_statistics", model, version)
+                call = StatisticsCall(model, version)
+                result = await self.dataplane.replicas.model_statistics(call)
                 return convert.encode_statistics(result["model_stats"])
             return convert.encode_statistics(await self._all_statistics())
 
@@ -180,7 +183,7 @@ class TritonGrpcMethods:
 
     async def _all_statistics(self) -> list[Any]:
         """Every permitted model's statistics, as on HTTP."""
-        return await self.dataplane.all_statistics(READY_TIMEOUT_S)
+        return await self.dataplane.replicas.all_statistics(READY_TIMEOUT_S)
 
     # ---- repository ----
 
@@ -203,7 +206,7 @@ class TritonGrpcMethods:
 
         async def work() -> Any:
             plane = self.dataplane
-            plane.deployment_of(model)
+            plane.replicas.deployment_of(model)
             load = convert.decode_load_request(request)
             files = load.files() if load.names_files() else None
             if files and not plane.cfg.allow_repository_file_overrides:
@@ -212,7 +215,7 @@ class TritonGrpcMethods:
                     "enable them with allow_repository_file_overrides"
                 )
             generation = await plane.set_intent(model, True, load.config, files)
-            await plane.call(model, "load_model", model, load.config, files, generation)
+            await plane.replicas.load_model(LoadCall(model, load.config, files, generation))
             return pb.RepositoryModelLoadResponse()
 
         call = (f"/v2/repository/models/{model}/load", model, "RepositoryModelLoad")
@@ -223,10 +226,10 @@ class TritonGrpcMethods:
 
         async def work() -> Any:
             plane = self.dataplane
-            plane.deployment_of(model)
+            plane.replicas.deployment_of(model)
             dependents = convert.decode_unload_dependents(request)
             generation = await plane.set_intent(model, False, None, None)
-            await plane.call(model, "unload_model", model, dependents, generation)
+            await plane.replicas.unload_model(UnloadCall(model, dependents, generation))
             return pb.RepositoryModelUnloadResponse()
 
         call = (f"/v2/repository/models/{model}/unload", model, "RepositoryModelUnload")
@@ -248,11 +251,10 @@ class TritonGrpcMethods:
         model, version = request.model_name, _version(request.model_version)
 
         async def work() -> Any:
-            self.dataplane.deployment_of(model)
+            self.dataplane.replicas.deployment_of(model)
             message = self._forwardable(request)
-            return Serialized(
-                await self.dataplane.call(model, "grpc_infer", model, version, message)
-            )
+            call = GrpcInferCall(model, version, message)
+            return Serialized(await self.dataplane.replicas.grpc_infer(call))
 
         call = (f"/v2/models/{model}/infer", model, "ModelInfer")
         return await self._unary(grpc_context, call, work, pb.ModelInferResponse())
@@ -288,9 +290,8 @@ class TritonGrpcMethods:
         model, version = request.model_name, _version(request.model_version)
         try:
             message = self._forwardable(request)
-            events = await self.dataplane.stream(
-                model, "grpc_stream_infer", model, version, message
-            )
+            call = GrpcInferCall(model, version, message)
+            events = await self.dataplane.replicas.grpc_stream_infer(call)
             async for event in events:
                 yield event
         except ServingError as err:

@@ -16,7 +16,9 @@ from pydantic import ValidationError
 from ray.serve.exceptions import BackPressureError
 
 from app.config import AppConfig
-from app.deployments.dataplane import DataPlane, gate_limits
+from app.contract import InferResult
+from app.deployments.dataplane import DataPlane
+from app.deployments.replica_client import ReplicaClient, gate_limits
 from app.deployments.state import ReplicaReport
 from app.http.app import create_http_app
 from app.security.config import KeyLimits, SecurityConfig
@@ -172,19 +174,19 @@ class FakeHandle:
         handle.method = method_name
         return handle
 
-    def remote(self, *args: Any) -> Any:
+    def remote(self, call: Any) -> Any:
         if self.method == "generate_stream":
             return ShedGenerator()
 
         async def work() -> Any:
             if self.method == "infer":
-                body = json.loads(args[2] or b"{}")
+                body = json.loads(call.body or b"{}")
                 if body.get("wait"):
                     await self.gate.wait()
-                return b'{"outputs":[]}', None
+                return InferResult(b'{"outputs":[]}')
             if self.method == "model_statistics":
                 return {"model_stats": [{"name": m} for m in MODELS]}
-            return {"name": args[0]}
+            return {"name": call.model}
 
         response = FakeResponse(work)
         self.calls.append(response)
@@ -212,10 +214,9 @@ def make_app(security: dict[str, Any], request_timeout_s: float = 30, **deployme
     plane = DataPlane.__new__(DataPlane)
     plane.cfg, plane.app_name, plane.owner = cfg, "t", {m: "all" for m in MODELS}
     plane.calls, plane.gate = [], asyncio.Event()  # type: ignore[attr-defined]
-    plane.handles = {"all": FakeHandle(plane.calls, plane.gate)}  # type: ignore[attr-defined]
+    plane.replicas = ReplicaClient(cfg, {"all": FakeHandle(plane.calls, plane.gate)})  # type: ignore[attr-defined]
     plane.store = FakeStore()
     plane._reports, plane._reports_at, plane._reports_lock = [], 0.0, asyncio.Lock()
-    plane.gates = {"all": DeploymentGate(*gate_limits(cfg.deployments[0], 1))}
     app = create_http_app()
     app.state.dataplane = plane
     app.state.guard = Guard(cfg.security)
@@ -448,7 +449,7 @@ async def test_router_sheds_beyond_the_line() -> None:
     the router's line, the third is shed at once; metadata calls are never held."""
     app = make_app({}, max_ongoing_requests=1, max_queued_requests=1)
     plane = app.state.dataplane
-    gate = plane.gates["all"]
+    gate = plane.replicas.gates["all"]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         held = [asyncio.create_task(c.post(INFER, json={"wait": True})) for _ in range(2)]
         for _ in range(500):
@@ -471,7 +472,7 @@ async def test_router_sheds_beyond_the_line() -> None:
 
 async def test_waiting_in_line_counts_toward_the_timeout() -> None:
     app = make_app({}, max_ongoing_requests=1, max_queued_requests=4)
-    gate = app.state.dataplane.gates["all"]
+    gate = app.state.dataplane.replicas.gates["all"]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         first = asyncio.create_task(c.post(INFER, json={"wait": True}))
         for _ in range(500):
