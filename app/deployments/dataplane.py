@@ -14,6 +14,7 @@ import httpx
 
 from app.config import AppConfig, model_owner
 from app.deployments.replica_client import ReplicaClient
+from app.deployments.repository import RepositoryExtension
 from app.deployments.state import ReplicaReport, get_state_store
 from app.observability import label_metrics
 
@@ -36,6 +37,7 @@ class DataPlane:
         self._reports_at = 0.0
         self._reports_lock = asyncio.Lock()
         self.replicas = ReplicaClient(cfg, handles)
+        self.repository = RepositoryExtension(self)
 
     # ---- state reported by replicas ----
 
@@ -64,6 +66,7 @@ class DataPlane:
                     "state": "UNAVAILABLE",
                     "reason": f"deployment '{deployment}': {message}",
                     "version": "",
+                    "versions": [],
                 }
         return states
 

@@ -94,7 +94,8 @@ class ModelControl:
 
     def model_states(self) -> dict[str, dict[str, Any]]:
         """State of each hosted model as Triton's index reports it, plus load errors."""
-        index = {e.name: e for e in self.server.repository_index()}
+        entries = self.server.repository_index()
+        index = {e.name: e for e in entries}  # the last (highest) version of each
         states: dict[str, dict[str, Any]] = {}
         for model in self.models:
             entry = index.get(model)
@@ -109,6 +110,7 @@ class ModelControl:
                 "state": state,
                 "reason": reason,
                 "version": entry.version if entry else "",
+                "versions": [e.version for e in entries if e.name == model and e.version],
             }
         return states
 

@@ -30,21 +30,15 @@ from typing import Any
 from tritonclient.grpc import service_pb2 as pb
 
 from app.config import AppConfig
-from app.contract import GrpcInferCall, LoadCall, ModelRef, StatisticsCall, UnloadCall
+from app.contract import GrpcInferCall, ModelRef, StatisticsCall
 from app.deployments.dataplane import DataPlane
 from app.deployments.replica_client import call_error
-from app.errors import (
-    Forbidden,
-    NotImplementedFeature,
-    PayloadTooLarge,
-    RequestTimeout,
-    ServingError,
-    Unavailable,
-)
+from app.deployments.repository import READY_TIMEOUT_S
+from app.errors import NotImplementedFeature, PayloadTooLarge, ServingError
 from app.grpc.edge import admit, run_unary, set_error
 from app.grpc.servicer import register_proto_modules
 from app.grpc.stream import multiplex
-from app.http.kserve_routes import EXTENSIONS, READY_TIMEOUT_S
+from app.http.kserve_routes import EXTENSIONS
 from app.observability import RouterMetrics
 from app.protocol import kserve_v2_grpc as convert
 from app.security.context import current_key, request_timeout_s
@@ -126,14 +120,8 @@ class TritonGrpcMethods:
         model, version = request.name, _version(request.version)
 
         async def work() -> Any:
-            self.dataplane.replicas.deployment_of(model)
-            try:
-                ready = await self.dataplane.replicas.model_ready(
-                    ModelRef(model, version), READY_TIMEOUT_S
-                )
-            except (Unavailable, RequestTimeout):
-                ready = False
-            return pb.ModelReadyResponse(ready=bool(ready))
+            ready = await self.dataplane.repository.ready(ModelRef(model, version))
+            return pb.ModelReadyResponse(ready=ready)
 
         call = (f"/v2/models/{model}/ready", model, "ModelReady")
         return await self._unary(grpc_context, call, work, pb.ModelReadyResponse())
@@ -152,7 +140,7 @@ class TritonGrpcMethods:
         model, version = request.name, _version(request.version)
 
         async def work() -> Any:
-            metadata = await self.dataplane.replicas.model_metadata(ModelRef(model, version))
+            metadata = await self.dataplane.repository.metadata(ModelRef(model, version))
             return convert.encode_model_metadata(metadata)
 
         call = (f"/v2/models/{model}", model, "ModelMetadata")
@@ -191,12 +179,8 @@ class TritonGrpcMethods:
         async def work() -> Any:
             if request.repository_name:
                 raise NotImplementedFeature("repository_name: this server has one repository")
-            states = await self.dataplane.model_states()
-            return convert.encode_repository_index(
-                {"name": name, **state}
-                for name, state in sorted(states.items())
-                if not request.ready or state["state"] == "READY"
-            )
+            index = await self.dataplane.repository.index(ready_only=request.ready)
+            return convert.encode_repository_index(index)
 
         call = ("/v2/repository/index", "", "RepositoryIndex")
         return await self._unary(grpc_context, call, work, pb.RepositoryIndexResponse())
@@ -205,17 +189,9 @@ class TritonGrpcMethods:
         model = request.model_name
 
         async def work() -> Any:
-            plane = self.dataplane
-            plane.replicas.deployment_of(model)
+            self.dataplane.replicas.deployment_of(model)  # 403/404 before decoding
             load = convert.decode_load_request(request)
-            files = load.files() if load.names_files() else None
-            if files and not plane.cfg.allow_repository_file_overrides:
-                raise Forbidden(
-                    "load requests with 'file:' parameters are disabled; an operator can "
-                    "enable them with allow_repository_file_overrides"
-                )
-            generation = await plane.set_intent(model, True, load.config, files)
-            await plane.replicas.load_model(LoadCall(model, load.config, files, generation))
+            await self.dataplane.repository.load(model, load)
             return pb.RepositoryModelLoadResponse()
 
         call = (f"/v2/repository/models/{model}/load", model, "RepositoryModelLoad")
@@ -225,11 +201,9 @@ class TritonGrpcMethods:
         model = request.model_name
 
         async def work() -> Any:
-            plane = self.dataplane
-            plane.replicas.deployment_of(model)
+            self.dataplane.replicas.deployment_of(model)  # 403/404 before decoding
             dependents = convert.decode_unload_dependents(request)
-            generation = await plane.set_intent(model, False, None, None)
-            await plane.replicas.unload_model(UnloadCall(model, dependents, generation))
+            await self.dataplane.repository.unload(model, dependents)
             return pb.RepositoryModelUnloadResponse()
 
         call = (f"/v2/repository/models/{model}/unload", model, "RepositoryModelUnload")

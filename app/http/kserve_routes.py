@@ -7,16 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
-from app.contract import (
-    GenerateCall,
-    InferCall,
-    LoadCall,
-    ModelRef,
-    StatisticsCall,
-    UnloadCall,
-)
+from app.contract import GenerateCall, InferCall, ModelRef, StatisticsCall
 from app.deployments.dataplane import DataPlane
-from app.errors import BadRequest, Forbidden, PayloadTooLarge, RequestTimeout, Unavailable
+from app.deployments.repository import READY_TIMEOUT_S, RepositoryExtension
+from app.errors import BadRequest, PayloadTooLarge, Unavailable
 from app.observability import merge_metrics
 from app.protocol.kserve_v2 import (
     HEADER_LENGTH_HEADER,
@@ -93,8 +87,6 @@ _LOAD_BODY = _json_body(_inline(LoadRequest.model_json_schema()), required=False
 _UNLOAD_BODY = _json_body(_inline(UnloadRequest.model_json_schema()), required=False)
 _INDEX_BODY = _json_body(_inline(RepositoryIndexRequest.model_json_schema()), required=False)
 
-READY_TIMEOUT_S = 3.0
-
 EXTENSIONS = [
     "classification",
     "model_repository",
@@ -111,6 +103,10 @@ EXTENSIONS = [
 def dataplane(request: Request) -> DataPlane:
     plane: DataPlane = request.app.state.dataplane
     return plane
+
+
+def repository(request: Request) -> RepositoryExtension:
+    return dataplane(request).repository
 
 
 async def read_body(request: Request) -> bytes:
@@ -181,24 +177,13 @@ async def all_statistics(request: Request) -> dict[str, Any]:
 @router.get("/v2/models/{model}")
 @router.get("/v2/models/{model}/versions/{version}")
 async def model_metadata(request: Request, model: str, version: str | None = None) -> Any:
-    return await dataplane(request).replicas.model_metadata(ModelRef(model, version))
+    return await repository(request).metadata(ModelRef(model, version))
 
 
 @router.get("/v2/models/{model}/ready")
 @router.get("/v2/models/{model}/versions/{version}/ready")
 async def model_ready(request: Request, model: str, version: str | None = None) -> Response:
-    """Asks a replica (fresh after load/unload); falls back to what replicas reported,
-    or to Serve's word on the deployment when no replica answers (e.g. not scheduled)."""
-    plane = dataplane(request)
-    plane.replicas.deployment_of(model)
-    try:
-        ready = await plane.replicas.model_ready(ModelRef(model, version), READY_TIMEOUT_S)
-    except (Unavailable, RequestTimeout):
-        ready = False
-    if not ready:
-        state = (await plane.model_states()).get(model, {})
-        reason = state.get("reason") or "not loaded"
-        raise Unavailable(f"model '{model}' is not ready: {reason}", retry_after=5)
+    await repository(request).require_ready(ModelRef(model, version))
     return Response(status_code=200)
 
 
@@ -263,38 +248,28 @@ async def generate_stream(request: Request, model: str, version: str | None = No
 @router.post("/v2/repository/index", openapi_extra=_INDEX_BODY)
 async def repository_index(request: Request) -> list[dict[str, Any]]:
     query = parse_body(RepositoryIndexRequest, await read_body(request), allow_empty=True)
-    states = await dataplane(request).model_states()
-    return [
-        {"name": name, "version": s.get("version", ""), "state": s["state"], "reason": s["reason"]}
-        for name, s in sorted(states.items())
-        if not query.ready or s["state"] == "READY"
-    ]
+    return await repository(request).index(ready_only=query.ready)
+
+
+@router.get("/v2/repository/models/{model}")
+async def repository_entry(request: Request, model: str) -> dict[str, Any]:
+    """The model's repository entry: its state, versions and why it is not ready."""
+    return await repository(request).entry(model)
 
 
 @router.post("/v2/repository/models/{model}/load", openapi_extra=_LOAD_BODY)
 async def load_model(request: Request, model: str) -> Response:
-    plane = dataplane(request)
-    plane.replicas.deployment_of(model)
+    dataplane(request).replicas.deployment_of(model)  # 403/404 before the body
     load = parse_body(LoadRequest, await read_body(request), allow_empty=True)
-    files = load.files() if load.names_files() else None
-    if files and not plane.cfg.allow_repository_file_overrides:
-        raise Forbidden(
-            "load requests with 'file:' parameters are disabled; an operator can enable "
-            "them with allow_repository_file_overrides"
-        )
-    generation = await plane.set_intent(model, True, load.config, files)
-    await plane.replicas.load_model(LoadCall(model, load.config, files, generation))
+    await repository(request).load(model, load)
     return Response(status_code=200)
 
 
 @router.post("/v2/repository/models/{model}/unload", openapi_extra=_UNLOAD_BODY)
 async def unload_model(request: Request, model: str) -> Response:
-    plane = dataplane(request)
-    plane.replicas.deployment_of(model)
+    dataplane(request).replicas.deployment_of(model)  # 403/404 before the body
     unload = parse_body(UnloadRequest, await read_body(request), allow_empty=True)
-    dependents = unload.parameters.unload_dependents
-    generation = await plane.set_intent(model, False, None, None)
-    await plane.replicas.unload_model(UnloadCall(model, dependents, generation))
+    await repository(request).unload(model, unload.parameters.unload_dependents)
     return Response(status_code=200)
 
 

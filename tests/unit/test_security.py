@@ -19,6 +19,7 @@ from app.config import AppConfig
 from app.contract import InferResult
 from app.deployments.dataplane import DataPlane
 from app.deployments.replica_client import ReplicaClient, gate_limits
+from app.deployments.repository import RepositoryExtension
 from app.deployments.state import ReplicaReport
 from app.http.app import create_http_app
 from app.security.config import KeyLimits, SecurityConfig
@@ -216,6 +217,7 @@ def make_app(security: dict[str, Any], request_timeout_s: float = 30, **deployme
     plane.calls, plane.gate = [], asyncio.Event()  # type: ignore[attr-defined]
     plane.replicas = ReplicaClient(cfg, {"all": FakeHandle(plane.calls, plane.gate)})  # type: ignore[attr-defined]
     plane.store = FakeStore()
+    plane.repository = RepositoryExtension(plane)
     plane._reports, plane._reports_at, plane._reports_lock = [], 0.0, asyncio.Lock()
     app = create_http_app()
     app.state.dataplane = plane
@@ -287,6 +289,12 @@ async def test_repository_scope(client: httpx.AsyncClient) -> None:
         assert "repository" in refused.json()["error"]
     index = await client.post("/v2/repository/index", headers=bearer(ADMIN_KEY))
     assert index.status_code == 200 and len(index.json()) == 3
+    entry = await client.get("/v2/repository/models/echo", headers=bearer(ADMIN_KEY))
+    assert entry.json() == {"name": "echo", "state": "READY", "versions": ["1"], "reason": ""}
+    refused = await client.get("/v2/repository/models/echo", headers=bearer(ECHO_KEY))
+    assert refused.status_code == 403
+    unknown = await client.get("/v2/repository/models/nope", headers=bearer(ADMIN_KEY))
+    assert unknown.status_code == 404
 
 
 async def test_rate_limit_is_429_with_retry_after(client: httpx.AsyncClient) -> None:
