@@ -9,9 +9,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from tests.integration.faults import procs
 
@@ -36,6 +38,24 @@ def _answered_or_unavailable(response: httpx.Response) -> bool:
     return False
 
 
+@pytest.fixture
+def echo_config_restored(serve_url: str) -> Iterator[None]:
+    """The override below is an operator intent that outlives the test (replicas load
+    it when they start, and Triton keeps it over a plain reload): load echo's own
+    config again, as an override, for the tests after."""
+    config = httpx.get(f"{serve_url}/v2/models/echo/config", timeout=30).json()
+    yield
+    body = {"parameters": {"config": json.dumps(config)}}
+    restored = httpx.post(f"{serve_url}/v2/repository/models/echo/load", json=body, timeout=120)
+    assert restored.status_code == 200, restored.text
+    deadline = time.monotonic() + 60  # until every replica has reported it ready again
+    entry = f"{serve_url}/v2/repository/models/echo"
+    while httpx.get(entry, timeout=30).json()["state"] != "READY":
+        assert time.monotonic() < deadline, "echo's replicas did not report it ready"
+        time.sleep(0.5)
+
+
+@pytest.mark.usefixtures("echo_config_restored")
 def test_replica_crashing_mid_load_is_replaced(serve_url: str) -> None:
     (victim,) = procs.replica_pids("triton", "echo")
     load_status: list[int] = []
