@@ -31,9 +31,6 @@ from tritonclient.grpc import service_pb2 as pb
 
 from app.config import AppConfig
 from app.contract import GrpcInferCall, ModelRef, StatisticsCall
-from app.deployments.dataplane import DataPlane
-from app.deployments.replica_client import call_error
-from app.deployments.repository import READY_TIMEOUT_S
 from app.errors import NotImplementedFeature, PayloadTooLarge, ServingError
 from app.grpc.edge import admit, run_unary, set_error
 from app.grpc.servicer import register_proto_modules
@@ -41,6 +38,9 @@ from app.grpc.stream import multiplex
 from app.http.kserve_routes import EXTENSIONS
 from app.observability import RouterMetrics
 from app.protocol import kserve_v2_grpc as convert
+from app.router.client import call_error
+from app.router.dataplane import DataPlane
+from app.router.repository import READY_TIMEOUT_S
 from app.security.context import current_key, request_timeout_s
 from app.security.guard import Guard
 

@@ -8,8 +8,6 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from app.contract import GenerateCall, InferCall, ModelRef, StatisticsCall
-from app.deployments.dataplane import DataPlane
-from app.deployments.repository import READY_TIMEOUT_S, RepositoryExtension
 from app.errors import BadRequest, PayloadTooLarge, Unavailable
 from app.observability import merge_metrics
 from app.protocol.kserve_v2 import (
@@ -22,6 +20,8 @@ from app.protocol.kserve_v2 import (
     parse_header_length,
     sse_error_event,
 )
+from app.router.dataplane import DataPlane
+from app.router.repository import READY_TIMEOUT_S, RepositoryExtension
 from app.security.context import permits
 
 __all__ = ["router"]

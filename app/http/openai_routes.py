@@ -15,7 +15,6 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
 from app.contract import OpenAICall, OpenAIEndpoint
-from app.deployments.dataplane import DataPlane
 from app.errors import BadRequest, NotFound, ServingError, openai_body
 from app.http.kserve_routes import read_body
 from app.llm.config import OpenAIModelConfig
@@ -27,6 +26,7 @@ from app.protocol.openai import (
     parse_openai_body,
     sse_data,
 )
+from app.router.dataplane import DataPlane
 from app.security.context import permits
 
 __all__ = ["router"]

@@ -1,8 +1,8 @@
-"""Model control of a model replica: load and unload (an operator's intents, applied
-in order), the models' states, and the reporting thread that converges every replica
-on the intents recorded in the state store.
+"""Model control of a replica: load and unload (an operator's intents, applied in
+order), the models' states, and the stub watch that reloads a model whose stubs died.
 
-A base class of ``ModelReplica``, which owns the attributes declared here.
+Held by the replica's host; the reporter thread converges it on the intents in the
+state store (``apply_intents``), the router's load/unload calls reach it directly.
 """
 
 from __future__ import annotations
@@ -16,48 +16,55 @@ from typing import Any
 
 from app.config import AppConfig
 from app.contract import LoadCall, UnloadCall
-from app.deployments.state import REPORT_PERIOD_S, ModelIntent, ReplicaReport
-from app.deployments.stub_watch import StubWatch
 from app.errors import BadRequest, from_triton
 from app.placement.apply import load_overrides
 from app.placement.load_lock import gpu_load_lock, load_lock_keys
+from app.replica.stub_watch import StubWatch
+from app.state_store import ModelIntent
 from app.triton import Server, TritonError
-from app.triton.process_tree import end_orphans
-from app.triton.server import remove_orphaned_shm
 
-__all__ = ["ModelControl", "ray_get"]
+__all__ = ["ModelControl"]
 
 log = logging.getLogger(__name__)
 
 
 class ModelControl:
-    """Load/unload and state reporting; see the module docstring."""
+    """Loads ``models`` as ``intents`` say (all of them when there is none), then
+    watches their stubs. ``forget_shapes`` drops what the host cached about models,
+    whenever one is loaded or unloaded."""
 
-    cfg: AppConfig
-    deployment_name: str
-    models: tuple[str, ...]
-    server: Server
-    replica_id: str
-    triton_version: str
-    stubs: StubWatch
-    load_errors: dict[str, str]
-    _applied: dict[str, int]
-    _load_args: dict[str, tuple[str | None, dict[str, bytes] | None]]
-    _apply_lock: threading.Lock
-    _shapes: dict[Any, Any]
-    _store: Any
-    _stop_reporting: threading.Event
-
-    def _owned(self, model: str | None, version: str | None, *, serving: bool = True) -> int:
-        raise NotImplementedError
-
-    def metrics(self) -> str:
-        raise NotImplementedError
+    def __init__(
+        self,
+        cfg: AppConfig,
+        deployment_name: str,
+        models: tuple[str, ...],
+        server: Server,
+        intents: dict[str, ModelIntent],
+        forget_shapes: Callable[[], None],
+    ) -> None:
+        self.cfg = cfg
+        self.deployment_name = deployment_name
+        self.models = models
+        self.server = server
+        self.load_errors: dict[str, str] = {}
+        self._forget_shapes = forget_shapes
+        self._applied: dict[str, int] = {}
+        self._load_args: dict[str, tuple[str | None, dict[str, bytes] | None]] = {}
+        self._apply_lock = threading.Lock()
+        for model in models:
+            intent = intents.get(model)
+            if intent is not None and not intent.loaded:
+                self._applied[model] = intent.generation
+                continue
+            self._load(model, intent.config if intent else None, intent.files if intent else None)
+            if intent is not None:
+                self._applied[model] = intent.generation
+        # After the first loads: the stubs they started are the healthy baseline.
+        self.stubs = StubWatch(server, models, self._apply_lock, self._reload)
 
     async def load_model(self, call: LoadCall) -> None:
         """Load now (errors reach the caller); ``generation`` is the intent it fulfils."""
         model = call.model
-        self._owned(model, None, serving=False)
         await asyncio.to_thread(
             self._apply,
             model,
@@ -67,7 +74,6 @@ class ModelControl:
 
     async def unload_model(self, call: UnloadCall) -> None:
         model = call.model
-        self._owned(model, None, serving=False)
 
         def unload() -> None:
             try:
@@ -79,18 +85,19 @@ class ModelControl:
 
         await asyncio.to_thread(self._apply, model, call.generation, unload)
 
-    def _apply(self, model: str, generation: int, action: Callable[[], None]) -> None:
-        """Run a load/unload unless a newer intent was applied; one at a time, so the
-        reporter thread never undoes a newer operator request with an older one."""
-        with self._apply_lock:
-            if self._applied.get(model, -1) > generation:
-                return
-            self._applied[model] = generation
-            self._shapes.clear()
-            try:
-                action()
-            finally:
-                self.stubs.snapshot()
+    def apply_intents(self, intents: dict[str, ModelIntent]) -> None:
+        """Converge on operators' intents newer than those applied here (reporter thread)."""
+        for model, intent in intents.items():
+            if model not in self.models or self._applied.get(model, -1) >= intent.generation:
+                continue
+            if intent.loaded:
+                self._apply(
+                    model,
+                    intent.generation,
+                    lambda m=model, i=intent: self._load(m, i.config, i.files),  # type: ignore[misc]
+                )
+            else:
+                self._apply(model, intent.generation, lambda m=model: self._unload_quietly(m))  # type: ignore[misc]
 
     def model_states(self) -> dict[str, dict[str, Any]]:
         """State of each hosted model as Triton's index reports it, plus load errors."""
@@ -113,6 +120,19 @@ class ModelControl:
                 "versions": [e.version for e in entries if e.name == model and e.version],
             }
         return states
+
+    def _apply(self, model: str, generation: int, action: Callable[[], None]) -> None:
+        """Run a load/unload unless a newer intent was applied; one at a time, so the
+        reporter thread never undoes a newer operator request with an older one."""
+        with self._apply_lock:
+            if self._applied.get(model, -1) > generation:
+                return
+            self._applied[model] = generation
+            self._forget_shapes()
+            try:
+                action()
+            finally:
+                self.stubs.snapshot()
 
     def _load(
         self,
@@ -143,60 +163,12 @@ class ModelControl:
                     ) from exc
                 raise from_triton(exc) from exc
 
-    def _report_forever(self) -> None:
-        """Report to the state store and converge on operators' load/unload intents.
-
-        A thread, not a task: it must run whatever loop Serve constructs us on, and
-        loads block for seconds.
-        """
-        while not self._stop_reporting.is_set():
-            try:
-                self.stubs.check()
-                # A replica that died after this one started (e.g. the one it
-                # replaced, killed at the end of its graceful shutdown) left its
-                # regions; start() only swept those of processes dead by then.
-                remove_orphaned_shm()
-                end_orphans()  # processes of stubs whose replica was killed
-                self._report_once()
-            except Exception as exc:  # the store restarts; keep serving meanwhile
-                log.warning("state report failed: %s", exc)
-            self._stop_reporting.wait(REPORT_PERIOD_S)
-
-    def _report_once(self) -> None:
-        if not self.server.started:
-            return
-        report = ReplicaReport(
-            replica_id=self.replica_id,
-            deployment=self.deployment_name,
-            models=self.model_states(),
-            metrics_text=self.metrics(),
-            triton_version=self.triton_version,
-        )
-        intents: dict[str, ModelIntent] = ray_get(self._store.report.remote(report))
-        for model, intent in intents.items():
-            if model not in self.models or self._applied.get(model, -1) >= intent.generation:
-                continue
-            if intent.loaded:
-                self._apply(
-                    model,
-                    intent.generation,
-                    lambda m=model, i=intent: self._load(m, i.config, i.files),  # type: ignore[misc]
-                )
-            else:
-                self._apply(model, intent.generation, lambda m=model: self._unload_quietly(m))  # type: ignore[misc]
-
     def _reload(self, model: str) -> None:
         """Load ``model`` again as it was last loaded (its stubs died; it is unloaded)."""
-        self._shapes.clear()
+        self._forget_shapes()
         config, files = self._load_args.get(model, (None, None))
         self._load(model, config, files, raise_errors=True)
 
     def _unload_quietly(self, model: str) -> None:
         with contextlib.suppress(TritonError):
             self.server.unload(model)
-
-
-def ray_get(ref: Any) -> Any:
-    import ray
-
-    return ray.get(ref, timeout=10)

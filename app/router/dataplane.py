@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 
 from app.config import AppConfig, model_owner
-from app.deployments.replica_client import ReplicaClient
-from app.deployments.repository import RepositoryExtension
-from app.deployments.state import ReplicaReport, get_state_store
 from app.observability import label_metrics
+from app.router.client import ReplicaClient
+from app.router.repository import RepositoryExtension
+from app.state_store import ReplicaReport, get_state_store
 
 __all__ = ["DataPlane"]
 

@@ -12,7 +12,7 @@ from app.errors import Forbidden, RequestTimeout, Unavailable
 from app.protocol.kserve_v2 import LoadRequest
 
 if TYPE_CHECKING:
-    from app.deployments.dataplane import DataPlane
+    from app.router.dataplane import DataPlane
 
 __all__ = ["READY_TIMEOUT_S", "RepositoryExtension"]
 

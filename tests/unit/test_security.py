@@ -17,15 +17,15 @@ from ray.serve.exceptions import BackPressureError
 
 from app.config import AppConfig
 from app.contract import InferResult
-from app.deployments.dataplane import DataPlane
-from app.deployments.replica_client import ReplicaClient, gate_limits
-from app.deployments.repository import RepositoryExtension
-from app.deployments.state import ReplicaReport
 from app.http.app import create_http_app
+from app.router.client import ReplicaClient, gate_limits
+from app.router.dataplane import DataPlane
+from app.router.repository import RepositoryExtension
 from app.security.config import KeyLimits, SecurityConfig
 from app.security.guard import Guard
 from app.security.keys import digest_of, load_key_file
 from app.security.limits import DeploymentGate, KeyLimiter, TokenBucket
+from app.state_store import ReplicaReport
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
 ECHO_KEY = "echo-only-key-0123456789"
