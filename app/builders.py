@@ -76,8 +76,8 @@ def deployment_options(dep: ModelDeploymentConfig, exit_timeout_s: int = 30) -> 
 
 def build_app(args: dict[str, Any]) -> Application:
     """Validate ``args`` as an ``AppConfig`` and return the application (no side effects)."""
-    from app.deployments.model import ModelReplica
-    from app.deployments.router import Router
+    from app.replica.deployment import ModelReplica
+    from app.router.deployment import Router
 
     try:
         cfg = AppConfig.model_validate(args)

@@ -30,21 +30,17 @@ from typing import Any
 from tritonclient.grpc import service_pb2 as pb
 
 from app.config import AppConfig
-from app.deployments.dataplane import DataPlane, call_error
-from app.errors import (
-    Forbidden,
-    NotImplementedFeature,
-    PayloadTooLarge,
-    RequestTimeout,
-    ServingError,
-    Unavailable,
-)
+from app.contract import GrpcInferCall, ModelRef, StatisticsCall
+from app.errors import NotImplementedFeature, PayloadTooLarge, ServingError
 from app.grpc.edge import admit, run_unary, set_error
 from app.grpc.servicer import register_proto_modules
 from app.grpc.stream import multiplex
-from app.http.kserve_routes import EXTENSIONS, READY_TIMEOUT_S
+from app.http.kserve_routes import EXTENSIONS
 from app.observability import RouterMetrics
 from app.protocol import kserve_v2_grpc as convert
+from app.router.client import call_error
+from app.router.dataplane import DataPlane
+from app.router.repository import READY_TIMEOUT_S
 from app.security.context import current_key, request_timeout_s
 from app.security.guard import Guard
 
@@ -124,14 +120,8 @@ class TritonGrpcMethods:
         model, version = request.name, _version(request.version)
 
         async def work() -> Any:
-            self.dataplane.deployment_of(model)
-            try:
-                ready = await self.dataplane.call(
-                    model, "model_ready", model, version, timeout_s=READY_TIMEOUT_S
-                )
-            except (Unavailable, RequestTimeout):
-                ready = False
-            return pb.ModelReadyResponse(ready=bool(ready))
+            ready = await self.dataplane.repository.ready(ModelRef(model, version))
+            return pb.ModelReadyResponse(ready=ready)
 
         call = (f"/v2/models/{model}/ready", model, "ModelReady")
         return await self._unary(grpc_context, call, work, pb.ModelReadyResponse())
@@ -150,7 +140,7 @@ class TritonGrpcMethods:
         model, version = request.name, _version(request.version)
 
         async def work() -> Any:
-            metadata = await self.dataplane.call(model, "model_metadata", model, version)
+            metadata = await self.dataplane.repository.metadata(ModelRef(model, version))
             return convert.encode_model_metadata(metadata)
 
         call = (f"/v2/models/{model}", model, "ModelMetadata")
@@ -160,7 +150,7 @@ class TritonGrpcMethods:
         model, version = request.name, _version(request.version)
 
         async def work() -> Any:
-            config = await self.dataplane.call(model, "model_config", model, version)
+            config = await self.dataplane.replicas.model_config(ModelRef(model, version))
             return convert.encode_model_config(config)
 
         call = (f"/v2/models/{model}/config", model, "ModelConfig")
@@ -171,7 +161,8 @@ class TritonGrpcMethods:
 
         async def work() -> Any:
             if model:
-                result = await self.dataplane.call(model, "model_statistics", model, version)
+                call = StatisticsCall(model, version)
+                result = await self.dataplane.replicas.model_statistics(call)
                 return convert.encode_statistics(result["model_stats"])
             return convert.encode_statistics(await self._all_statistics())
 
@@ -180,7 +171,7 @@ class TritonGrpcMethods:
 
     async def _all_statistics(self) -> list[Any]:
         """Every permitted model's statistics, as on HTTP."""
-        return await self.dataplane.all_statistics(READY_TIMEOUT_S)
+        return await self.dataplane.replicas.all_statistics(READY_TIMEOUT_S)
 
     # ---- repository ----
 
@@ -188,12 +179,8 @@ class TritonGrpcMethods:
         async def work() -> Any:
             if request.repository_name:
                 raise NotImplementedFeature("repository_name: this server has one repository")
-            states = await self.dataplane.model_states()
-            return convert.encode_repository_index(
-                {"name": name, **state}
-                for name, state in sorted(states.items())
-                if not request.ready or state["state"] == "READY"
-            )
+            index = await self.dataplane.repository.index(ready_only=request.ready)
+            return convert.encode_repository_index(index)
 
         call = ("/v2/repository/index", "", "RepositoryIndex")
         return await self._unary(grpc_context, call, work, pb.RepositoryIndexResponse())
@@ -202,17 +189,9 @@ class TritonGrpcMethods:
         model = request.model_name
 
         async def work() -> Any:
-            plane = self.dataplane
-            plane.deployment_of(model)
+            self.dataplane.replicas.deployment_of(model)  # 403/404 before decoding
             load = convert.decode_load_request(request)
-            files = load.files() if load.names_files() else None
-            if files and not plane.cfg.allow_repository_file_overrides:
-                raise Forbidden(
-                    "load requests with 'file:' parameters are disabled; an operator can "
-                    "enable them with allow_repository_file_overrides"
-                )
-            generation = await plane.set_intent(model, True, load.config, files)
-            await plane.call(model, "load_model", model, load.config, files, generation)
+            await self.dataplane.repository.load(model, load)
             return pb.RepositoryModelLoadResponse()
 
         call = (f"/v2/repository/models/{model}/load", model, "RepositoryModelLoad")
@@ -222,11 +201,9 @@ class TritonGrpcMethods:
         model = request.model_name
 
         async def work() -> Any:
-            plane = self.dataplane
-            plane.deployment_of(model)
+            self.dataplane.replicas.deployment_of(model)  # 403/404 before decoding
             dependents = convert.decode_unload_dependents(request)
-            generation = await plane.set_intent(model, False, None, None)
-            await plane.call(model, "unload_model", model, dependents, generation)
+            await self.dataplane.repository.unload(model, dependents)
             return pb.RepositoryModelUnloadResponse()
 
         call = (f"/v2/repository/models/{model}/unload", model, "RepositoryModelUnload")
@@ -248,11 +225,10 @@ class TritonGrpcMethods:
         model, version = request.model_name, _version(request.model_version)
 
         async def work() -> Any:
-            self.dataplane.deployment_of(model)
+            self.dataplane.replicas.deployment_of(model)
             message = self._forwardable(request)
-            return Serialized(
-                await self.dataplane.call(model, "grpc_infer", model, version, message)
-            )
+            call = GrpcInferCall(model, version, message)
+            return Serialized(await self.dataplane.replicas.grpc_infer(call))
 
         call = (f"/v2/models/{model}/infer", model, "ModelInfer")
         return await self._unary(grpc_context, call, work, pb.ModelInferResponse())
@@ -288,9 +264,8 @@ class TritonGrpcMethods:
         model, version = request.model_name, _version(request.model_version)
         try:
             message = self._forwardable(request)
-            events = await self.dataplane.stream(
-                model, "grpc_stream_infer", model, version, message
-            )
+            call = GrpcInferCall(model, version, message)
+            events = await self.dataplane.replicas.grpc_stream_infer(call)
             async for event in events:
                 yield event
         except ServingError as err:

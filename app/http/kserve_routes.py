@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
-from app.deployments.dataplane import DataPlane
-from app.errors import BadRequest, Forbidden, PayloadTooLarge, RequestTimeout, Unavailable
+from app.contract import GenerateCall, InferCall, ModelRef, StatisticsCall
+from app.errors import BadRequest, PayloadTooLarge, Unavailable
 from app.observability import merge_metrics
 from app.protocol.kserve_v2 import (
     HEADER_LENGTH_HEADER,
@@ -20,6 +20,8 @@ from app.protocol.kserve_v2 import (
     parse_header_length,
     sse_error_event,
 )
+from app.router.dataplane import DataPlane
+from app.router.repository import READY_TIMEOUT_S, RepositoryExtension
 from app.security.context import permits
 
 __all__ = ["router"]
@@ -85,8 +87,6 @@ _LOAD_BODY = _json_body(_inline(LoadRequest.model_json_schema()), required=False
 _UNLOAD_BODY = _json_body(_inline(UnloadRequest.model_json_schema()), required=False)
 _INDEX_BODY = _json_body(_inline(RepositoryIndexRequest.model_json_schema()), required=False)
 
-READY_TIMEOUT_S = 3.0
-
 EXTENSIONS = [
     "classification",
     "model_repository",
@@ -103,6 +103,10 @@ EXTENSIONS = [
 def dataplane(request: Request) -> DataPlane:
     plane: DataPlane = request.app.state.dataplane
     return plane
+
+
+def repository(request: Request) -> RepositoryExtension:
+    return dataplane(request).repository
 
 
 async def read_body(request: Request) -> bytes:
@@ -167,43 +171,32 @@ async def all_statistics(request: Request) -> dict[str, Any]:
     """Statistics of every permitted model whose deployment answers within
     ``READY_TIMEOUT_S``; a deployment without a running replica is left out rather
     than holding the answer for the whole request timeout."""
-    return {"model_stats": await dataplane(request).all_statistics(READY_TIMEOUT_S)}
+    return {"model_stats": await dataplane(request).replicas.all_statistics(READY_TIMEOUT_S)}
 
 
 @router.get("/v2/models/{model}")
 @router.get("/v2/models/{model}/versions/{version}")
 async def model_metadata(request: Request, model: str, version: str | None = None) -> Any:
-    return await dataplane(request).call(model, "model_metadata", model, version)
+    return await repository(request).metadata(ModelRef(model, version))
 
 
 @router.get("/v2/models/{model}/ready")
 @router.get("/v2/models/{model}/versions/{version}/ready")
 async def model_ready(request: Request, model: str, version: str | None = None) -> Response:
-    """Asks a replica (fresh after load/unload); falls back to what replicas reported,
-    or to Serve's word on the deployment when no replica answers (e.g. not scheduled)."""
-    plane = dataplane(request)
-    plane.deployment_of(model)
-    try:
-        ready = await plane.call(model, "model_ready", model, version, timeout_s=READY_TIMEOUT_S)
-    except (Unavailable, RequestTimeout):
-        ready = False
-    if not ready:
-        state = (await plane.model_states()).get(model, {})
-        reason = state.get("reason") or "not loaded"
-        raise Unavailable(f"model '{model}' is not ready: {reason}", retry_after=5)
+    await repository(request).require_ready(ModelRef(model, version))
     return Response(status_code=200)
 
 
 @router.get("/v2/models/{model}/config")
 @router.get("/v2/models/{model}/versions/{version}/config")
 async def model_config(request: Request, model: str, version: str | None = None) -> Any:
-    return await dataplane(request).call(model, "model_config", model, version)
+    return await dataplane(request).replicas.model_config(ModelRef(model, version))
 
 
 @router.get("/v2/models/{model}/stats")
 @router.get("/v2/models/{model}/versions/{version}/stats")
 async def model_statistics(request: Request, model: str, version: str | None = None) -> Any:
-    return await dataplane(request).call(model, "model_statistics", model, version)
+    return await dataplane(request).replicas.model_statistics(StatisticsCall(model, version))
 
 
 # ---- inference ----
@@ -212,41 +205,39 @@ async def model_statistics(request: Request, model: str, version: str | None = N
 @router.post("/v2/models/{model}/infer", openapi_extra=_INFER_BODY)
 @router.post("/v2/models/{model}/versions/{version}/infer", openapi_extra=_INFER_BODY)
 async def infer(request: Request, model: str, version: str | None = None) -> Response:
-    plane = dataplane(request)
-    plane.deployment_of(model)
+    replicas = dataplane(request).replicas
+    replicas.deployment_of(model)
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH_HEADER))
     if request.headers.get("content-encoding", "identity") not in ("identity", ""):
         raise BadRequest("compressed request bodies are not supported; send them uncompressed")
     body = await read_body(request)
-    payload, out_header_length = await plane.call(
-        model, "infer", model, version, body, header_length
-    )
-    if out_header_length is None:
-        return Response(payload, media_type="application/json")
+    result = await replicas.infer(InferCall(model, version, body, header_length))
+    if result.header_length is None:
+        return Response(result.body, media_type="application/json")
     return Response(
-        payload,
+        result.body,
         media_type="application/octet-stream",
-        headers={HEADER_LENGTH_HEADER: str(out_header_length)},
+        headers={HEADER_LENGTH_HEADER: str(result.header_length)},
     )
 
 
 @router.post("/v2/models/{model}/generate", openapi_extra=_GENERATE_BODY)
 @router.post("/v2/models/{model}/versions/{version}/generate", openapi_extra=_GENERATE_BODY)
 async def generate(request: Request, model: str, version: str | None = None) -> Any:
-    plane = dataplane(request)
-    plane.deployment_of(model)
+    replicas = dataplane(request).replicas
+    replicas.deployment_of(model)
     body = await read_body(request)
-    return JSONResponse(await plane.call(model, "generate", model, version, body))
+    return JSONResponse(await replicas.generate(GenerateCall(model, version, body)))
 
 
 @router.post("/v2/models/{model}/generate_stream", openapi_extra=_GENERATE_BODY)
 @router.post("/v2/models/{model}/versions/{version}/generate_stream", openapi_extra=_GENERATE_BODY)
 async def generate_stream(request: Request, model: str, version: str | None = None) -> Response:
-    plane = dataplane(request)
-    plane.deployment_of(model)
+    replicas = dataplane(request).replicas
+    replicas.deployment_of(model)
     body = await read_body(request)
-    events = await plane.stream(
-        model, "generate_stream", model, version, body, on_error=sse_error_event
+    events = await replicas.generate_stream(
+        GenerateCall(model, version, body), on_error=sse_error_event
     )
     return StreamingResponse(events, media_type="text/event-stream")
 
@@ -257,38 +248,28 @@ async def generate_stream(request: Request, model: str, version: str | None = No
 @router.post("/v2/repository/index", openapi_extra=_INDEX_BODY)
 async def repository_index(request: Request) -> list[dict[str, Any]]:
     query = parse_body(RepositoryIndexRequest, await read_body(request), allow_empty=True)
-    states = await dataplane(request).model_states()
-    return [
-        {"name": name, "version": s.get("version", ""), "state": s["state"], "reason": s["reason"]}
-        for name, s in sorted(states.items())
-        if not query.ready or s["state"] == "READY"
-    ]
+    return await repository(request).index(ready_only=query.ready)
+
+
+@router.get("/v2/repository/models/{model}")
+async def repository_entry(request: Request, model: str) -> dict[str, Any]:
+    """The model's repository entry: its state, versions and why it is not ready."""
+    return await repository(request).entry(model)
 
 
 @router.post("/v2/repository/models/{model}/load", openapi_extra=_LOAD_BODY)
 async def load_model(request: Request, model: str) -> Response:
-    plane = dataplane(request)
-    plane.deployment_of(model)
+    dataplane(request).replicas.deployment_of(model)  # 403/404 before the body
     load = parse_body(LoadRequest, await read_body(request), allow_empty=True)
-    files = load.files() if load.names_files() else None
-    if files and not plane.cfg.allow_repository_file_overrides:
-        raise Forbidden(
-            "load requests with 'file:' parameters are disabled; an operator can enable "
-            "them with allow_repository_file_overrides"
-        )
-    generation = await plane.set_intent(model, True, load.config, files)
-    await plane.call(model, "load_model", model, load.config, files, generation)
+    await repository(request).load(model, load)
     return Response(status_code=200)
 
 
 @router.post("/v2/repository/models/{model}/unload", openapi_extra=_UNLOAD_BODY)
 async def unload_model(request: Request, model: str) -> Response:
-    plane = dataplane(request)
-    plane.deployment_of(model)
+    dataplane(request).replicas.deployment_of(model)  # 403/404 before the body
     unload = parse_body(UnloadRequest, await read_body(request), allow_empty=True)
-    dependents = unload.parameters.unload_dependents
-    generation = await plane.set_intent(model, False, None, None)
-    await plane.call(model, "unload_model", model, dependents, generation)
+    await repository(request).unload(model, unload.parameters.unload_dependents)
     return Response(status_code=200)
 
 

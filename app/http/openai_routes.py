@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
-from app.deployments.dataplane import DataPlane
+from app.contract import OpenAICall, OpenAIEndpoint
 from app.errors import BadRequest, NotFound, ServingError, openai_body
 from app.http.kserve_routes import read_body
 from app.llm.config import OpenAIModelConfig
@@ -26,6 +26,7 @@ from app.protocol.openai import (
     parse_openai_body,
     sse_data,
 )
+from app.router.dataplane import DataPlane
 from app.security.context import permits
 
 __all__ = ["router"]
@@ -96,17 +97,15 @@ async def get_model(request: Request, model: str) -> dict[str, Any]:
 
 
 async def _generate(
-    request: Request, endpoint: str, body: CompletionRequest | ChatCompletionRequest
+    request: Request, endpoint: OpenAIEndpoint, body: CompletionRequest | ChatCompletionRequest
 ) -> Response:
     plane = _plane(request)
     _check(plane, body.model, "generate")
-    payload = body.model_dump(exclude_unset=True)
+    call = OpenAICall(endpoint, body.model_dump(exclude_unset=True))
     if body.stream:
-        events = await plane.stream(
-            body.model, "openai_stream", endpoint, payload, on_error=_stream_error
-        )
+        events = await plane.replicas.openai_stream(call, on_error=_stream_error)
         return StreamingResponse(events, media_type="text/event-stream")
-    return JSONResponse(await plane.call(body.model, "openai_call", endpoint, payload))
+    return JSONResponse(await plane.replicas.openai_call(call))
 
 
 @router.post("/completions", openapi_extra=_json_body(CompletionRequest))
@@ -126,5 +125,5 @@ async def embeddings(request: Request) -> Response:
     body = parse_openai_body(EmbeddingRequest, await read_body(request))
     plane = _plane(request)
     _check(plane, body.model, "embed")
-    payload = body.model_dump(exclude_unset=True)
-    return JSONResponse(await plane.call(body.model, "openai_call", "embeddings", payload))
+    call = OpenAICall("embeddings", body.model_dump(exclude_unset=True))
+    return JSONResponse(await plane.replicas.openai_call(call))

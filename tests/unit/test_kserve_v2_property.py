@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from app.config import validate_model_name
-from app.deployments.model import parse_version
 from app.errors import ServingError
 from app.protocol.kserve_v2 import (
     InputSpec,
@@ -27,6 +26,7 @@ from app.protocol.kserve_v2 import (
     encode_infer_response,
     parse_header_length,
 )
+from app.replica.host import parse_version
 from app.triton.tensors import DataType
 
 LIMITS: dict[str, int] = {"max_elements": 4096, "max_bytes_element": 1024}

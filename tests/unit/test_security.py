@@ -16,13 +16,16 @@ from pydantic import ValidationError
 from ray.serve.exceptions import BackPressureError
 
 from app.config import AppConfig
-from app.deployments.dataplane import DataPlane, gate_limits
-from app.deployments.state import ReplicaReport
+from app.contract import InferResult
 from app.http.app import create_http_app
+from app.router.client import ReplicaClient, gate_limits
+from app.router.dataplane import DataPlane
+from app.router.repository import RepositoryExtension
 from app.security.config import KeyLimits, SecurityConfig
 from app.security.guard import Guard
 from app.security.keys import digest_of, load_key_file
 from app.security.limits import DeploymentGate, KeyLimiter, TokenBucket
+from app.state_store import ReplicaReport
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
 ECHO_KEY = "echo-only-key-0123456789"
@@ -172,19 +175,19 @@ class FakeHandle:
         handle.method = method_name
         return handle
 
-    def remote(self, *args: Any) -> Any:
+    def remote(self, call: Any) -> Any:
         if self.method == "generate_stream":
             return ShedGenerator()
 
         async def work() -> Any:
             if self.method == "infer":
-                body = json.loads(args[2] or b"{}")
+                body = json.loads(call.body or b"{}")
                 if body.get("wait"):
                     await self.gate.wait()
-                return b'{"outputs":[]}', None
+                return InferResult(b'{"outputs":[]}')
             if self.method == "model_statistics":
                 return {"model_stats": [{"name": m} for m in MODELS]}
-            return {"name": args[0]}
+            return {"name": call.model}
 
         response = FakeResponse(work)
         self.calls.append(response)
@@ -212,10 +215,10 @@ def make_app(security: dict[str, Any], request_timeout_s: float = 30, **deployme
     plane = DataPlane.__new__(DataPlane)
     plane.cfg, plane.app_name, plane.owner = cfg, "t", {m: "all" for m in MODELS}
     plane.calls, plane.gate = [], asyncio.Event()  # type: ignore[attr-defined]
-    plane.handles = {"all": FakeHandle(plane.calls, plane.gate)}  # type: ignore[attr-defined]
+    plane.replicas = ReplicaClient(cfg, {"all": FakeHandle(plane.calls, plane.gate)})  # type: ignore[attr-defined]
     plane.store = FakeStore()
+    plane.repository = RepositoryExtension(plane)
     plane._reports, plane._reports_at, plane._reports_lock = [], 0.0, asyncio.Lock()
-    plane.gates = {"all": DeploymentGate(*gate_limits(cfg.deployments[0], 1))}
     app = create_http_app()
     app.state.dataplane = plane
     app.state.guard = Guard(cfg.security)
@@ -286,6 +289,12 @@ async def test_repository_scope(client: httpx.AsyncClient) -> None:
         assert "repository" in refused.json()["error"]
     index = await client.post("/v2/repository/index", headers=bearer(ADMIN_KEY))
     assert index.status_code == 200 and len(index.json()) == 3
+    entry = await client.get("/v2/repository/models/echo", headers=bearer(ADMIN_KEY))
+    assert entry.json() == {"name": "echo", "state": "READY", "versions": ["1"], "reason": ""}
+    refused = await client.get("/v2/repository/models/echo", headers=bearer(ECHO_KEY))
+    assert refused.status_code == 403
+    unknown = await client.get("/v2/repository/models/nope", headers=bearer(ADMIN_KEY))
+    assert unknown.status_code == 404
 
 
 async def test_rate_limit_is_429_with_retry_after(client: httpx.AsyncClient) -> None:
@@ -448,7 +457,7 @@ async def test_router_sheds_beyond_the_line() -> None:
     the router's line, the third is shed at once; metadata calls are never held."""
     app = make_app({}, max_ongoing_requests=1, max_queued_requests=1)
     plane = app.state.dataplane
-    gate = plane.gates["all"]
+    gate = plane.replicas.gates["all"]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         held = [asyncio.create_task(c.post(INFER, json={"wait": True})) for _ in range(2)]
         for _ in range(500):
@@ -471,7 +480,7 @@ async def test_router_sheds_beyond_the_line() -> None:
 
 async def test_waiting_in_line_counts_toward_the_timeout() -> None:
     app = make_app({}, max_ongoing_requests=1, max_queued_requests=4)
-    gate = app.state.dataplane.gates["all"]
+    gate = app.state.dataplane.replicas.gates["all"]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         first = asyncio.create_task(c.post(INFER, json={"wait": True}))
         for _ in range(500):

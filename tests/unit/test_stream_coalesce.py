@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from app.deployments.streaming import coalesce
+from app.replica.streaming import coalesce
 
 
 async def _burst(

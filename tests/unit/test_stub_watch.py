@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from app.deployments.stub_watch import StubWatch
 from app.errors import Unavailable
+from app.replica.stub_watch import StubWatch
 from app.triton import UnavailableError
 from app.triton.stubs import StubProcess, is_running, model_of_instance
 

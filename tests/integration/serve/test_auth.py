@@ -67,6 +67,9 @@ def test_repository_api_needs_its_scope(secure_url: str) -> None:
     index = httpx.post(f"{secure_url}/v2/repository/index", headers=bearer(ADMIN_KEY), timeout=30)
     assert index.status_code == 200
     assert [m["name"] for m in index.json()] == ["echo"]
+    entry = f"{secure_url}/v2/repository/models/echo"
+    assert httpx.get(entry, headers=bearer(OTHER_TEAM_KEY), timeout=30).status_code == 403
+    assert httpx.get(entry, headers=bearer(ADMIN_KEY), timeout=30).json()["state"] == "READY"
 
 
 def test_rate_limit_is_429_with_retry_after(secure_url: str) -> None:

@@ -128,6 +128,18 @@ def test_load_of_unconfigured_model_is_404(serve_url: str) -> None:
     assert "not_configured" in _error(response, 404)
 
 
+def test_repository_entry_of_one_model(serve_url: str) -> None:
+    """``GET /v2/repository/models/<m>``: state, versions and reason, as in the index."""
+    echo = httpx.get(f"{serve_url}/v2/repository/models/echo", timeout=30)
+    assert echo.status_code == 200, echo.text
+    assert echo.json()["name"] == "echo" and echo.json()["state"] == "READY"
+    assert echo.json()["versions"], echo.json()
+    broken = httpx.get(f"{serve_url}/v2/repository/models/invalid_config", timeout=30).json()
+    assert broken["state"] == "UNAVAILABLE" and "dimension must be integer" in broken["reason"]
+    unknown = httpx.get(f"{serve_url}/v2/repository/models/not_configured", timeout=30)
+    assert "not_configured" in _error(unknown, 404)
+
+
 def test_generate_errors(serve_url: str) -> None:
     url = f"{serve_url}/v2/models/streamer/generate_stream"
     assert "COUNT" in _error(httpx.post(url, json={}, timeout=30), 400)

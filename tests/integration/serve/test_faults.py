@@ -9,9 +9,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 import ray
 
 from tests.integration.faults import procs
@@ -43,6 +45,24 @@ def _echo_replicas() -> list[int]:
     return [pid for pid in procs.replica_pids("triton", "echo") if procs.parent(pid) == raylet]
 
 
+@pytest.fixture
+def echo_config_restored(serve_url: str) -> Iterator[None]:
+    """The override below is an operator intent that outlives the test (replicas load
+    it when they start, and Triton keeps it over a plain reload): load echo's own
+    config again, as an override, for the tests after."""
+    config = httpx.get(f"{serve_url}/v2/models/echo/config", timeout=30).json()
+    yield
+    body = {"parameters": {"config": json.dumps(config)}}
+    restored = httpx.post(f"{serve_url}/v2/repository/models/echo/load", json=body, timeout=120)
+    assert restored.status_code == 200, restored.text
+    deadline = time.monotonic() + 60  # until every replica has reported it ready again
+    entry = f"{serve_url}/v2/repository/models/echo"
+    while httpx.get(entry, timeout=30).json()["state"] != "READY":
+        assert time.monotonic() < deadline, "echo's replicas did not report it ready"
+        time.sleep(0.5)
+
+
+@pytest.mark.usefixtures("echo_config_restored")
 def test_replica_crashing_mid_load_is_replaced(serve_url: str) -> None:
     (victim,) = _echo_replicas()
     load_status: list[int] = []
@@ -74,9 +94,3 @@ def test_replica_crashing_mid_load_is_replaced(serve_url: str) -> None:
         time.sleep(1)
     replicas = _echo_replicas()
     assert replicas and victim not in replicas
-    # The operator's last word stands for new replicas: put echo's own config back.
-    restore = {"parameters": {"config": json.dumps(config)}}
-    response = httpx.post(f"{serve_url}/v2/repository/models/echo/load", json=restore, timeout=120)
-    assert response.status_code == 200, response.text
-    config_now = httpx.get(f"{serve_url}/v2/models/echo/config", timeout=30).json()
-    assert config_now["max_batch_size"] == config["max_batch_size"]

@@ -8,12 +8,12 @@ from fastapi import FastAPI
 from ray import serve
 
 from app.config import AppConfig
-from app.deployments.dataplane import DataPlane
-from app.deployments.state import current_app_name
 from app.grpc.service import TritonGrpcMethods
 from app.http.app import create_http_app
 from app.observability import RouterMetrics
+from app.router.dataplane import DataPlane
 from app.security.guard import Guard
+from app.state_store import current_app_name
 
 __all__ = ["Router"]
 
