@@ -86,7 +86,7 @@ def build_app(args: dict[str, Any]) -> Application:
     check_paths(cfg)
     check_placement(cfg)
     if cfg.router.fixed_cluster and ray.is_initialized():  # built on the cluster: ask it
-        check_cluster_gpus(cfg)
+        cfg = check_cluster_gpus(cfg)
     cfg = cfg.model_copy(update={"model_repository": os.path.abspath(cfg.model_repository)})
     plain = cfg.model_dump(mode="json")
     model_deployment: Any = serve.deployment(ModelReplica)

@@ -285,6 +285,12 @@ class RouterConfig(_Config):
         "can hold fails the build (no GPU at all) or gets 503 at once naming what is "
         "missing, instead of waiting for a node an autoscaler would add.",
     )
+    gpus_optional: bool = Field(
+        default=False,
+        description="With fixed_cluster, on a Ray cluster with no GPU at all (a plain "
+        "`ray start --head`), run the deployments without their GPU shares instead of "
+        "failing the build; only for configs whose models all run on CPU.",
+    )
 
 
 class AppConfig(_Config):

@@ -13,6 +13,7 @@ groups scaled to zero), waiting for one is right.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 NODES_CACHE_S = 10.0
+_log = logging.getLogger(__name__)
 _EPS = 1e-9
 
 _nodes: list[dict[str, float]] = []
@@ -100,20 +102,32 @@ async def unplaceable(
 
 def check_cluster_gpus(
     cfg: AppConfig, nodes: Callable[[], list[dict[str, float]]] = _alive_nodes
-) -> None:
-    """Refuse to build an app that needs GPUs on a Ray cluster with none at all (a
-    plain ``ray start``, or ``serve run`` on a laptop): its replicas would wait
-    forever. Raises ``ValueError`` with what to do; says nothing if Ray cannot tell."""
+) -> AppConfig:
+    """The config to build on this cluster. A GPU app on a Ray cluster with no GPU at
+    all (a plain ``ray start``, or ``serve run`` on a laptop) would wait forever for its
+    replicas: with ``router.gpus_optional`` its deployments run without their GPU shares
+    (their models must run on CPU), otherwise the build fails saying what to do. The
+    config is returned unchanged where the cluster has a GPU or Ray cannot tell."""
     wanting = [d.name for d in cfg.deployments if d.num_gpus > 0]
     if not wanting:
-        return
+        return cfg
     try:
         found = nodes()
     except Exception:
-        return
-    if found and not any(n.get("GPU", 0.0) > 0 for n in found):
-        raise ValueError(
-            f"deployments {wanting} need GPUs but this Ray cluster has none. On a CPU "
-            "machine run `make serve` (a private cluster with 2 logical GPUs), or start "
-            "Ray with `ray start --head --num-gpus 2` before `serve run`"
+        return cfg
+    if not found or any(n.get("GPU", 0.0) > 0 for n in found):
+        return cfg
+    if cfg.router.gpus_optional:
+        _log.warning(
+            "this Ray cluster has no GPU: deployments %s run without their GPU shares "
+            "(router.gpus_optional); `make serve` declares logical GPUs to show packing",
+            wanting,
         )
+        cpu_only = [d.model_copy(update={"num_gpus": 0.0}) for d in cfg.deployments]
+        return cfg.model_copy(update={"deployments": cpu_only})
+    raise ValueError(
+        f"deployments {wanting} need GPUs but this Ray cluster has none. On a CPU "
+        "machine run `make serve` (a private cluster with 2 logical GPUs), start "
+        "Ray with `ray start --head --num-gpus 2` before `serve run`, or set "
+        "router.gpus_optional: true if every model runs on CPU"
+    )

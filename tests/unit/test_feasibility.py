@@ -99,8 +99,20 @@ def test_building_a_gpu_app_on_a_cluster_without_gpus_says_what_to_do() -> None:
 
     with pytest.raises(ValueError, match=r"make serve.*ray start --head --num-gpus 2"):
         check_cluster_gpus(_cfg(num_gpus=0.5), nodes=lambda: CPU_ONLY)
-    check_cluster_gpus(_cfg(num_gpus=0.5), nodes=lambda: ONE_GPU)
-    check_cluster_gpus(_cfg(num_gpus=0), nodes=lambda: CPU_ONLY)
+    gpu_app = _cfg(num_gpus=0.5)
+    assert check_cluster_gpus(gpu_app, nodes=lambda: ONE_GPU) is gpu_app
+    cpu_app = _cfg(num_gpus=0)
+    assert check_cluster_gpus(cpu_app, nodes=lambda: CPU_ONLY) is cpu_app
+
+
+def test_gpus_optional_drops_the_gpu_shares_only_where_the_cluster_has_no_gpu() -> None:
+    from app.placement.feasibility import check_cluster_gpus
+
+    cfg = _cfg(num_gpus=0.5)
+    cfg = cfg.model_copy(update={"router": cfg.router.model_copy(update={"gpus_optional": True})})
+    on_cpu = check_cluster_gpus(cfg, nodes=lambda: CPU_ONLY)
+    assert [d.num_gpus for d in on_cpu.deployments] == [0.0]
+    assert check_cluster_gpus(cfg, nodes=lambda: ONE_GPU).deployments[0].num_gpus == 0.5
 
 
 def test_a_missing_model_repository_says_what_to_do(tmp_path: object) -> None:
