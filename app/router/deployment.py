@@ -12,6 +12,7 @@ from app.grpc.service import TritonGrpcMethods
 from app.http.app import create_http_app
 from app.observability import RouterMetrics
 from app.router.dataplane import DataPlane
+from app.router.traffic_config import parse_traffic
 from app.security.guard import Guard
 from app.state_store import current_app_name
 
@@ -31,6 +32,11 @@ class Router(TritonGrpcMethods):
         self.guard = Guard(cfg.security, router_replicas=cfg.router.num_replicas)
         self.router_metrics = RouterMetrics()  # HTTP and gRPC requests alike
         self.init_grpc(cfg)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve's user_config: the ``traffic`` section, applied to this running
+        replica (calls already routed finish where they went)."""
+        self.dataplane.replicas.set_routes(parse_traffic(user_config))
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this on the replica after ``__init__``: the app is built here,
