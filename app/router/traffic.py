@@ -145,6 +145,7 @@ class TrafficMetrics:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str], int] = defaultdict(int)
         self.mirrored: dict[tuple[str, str, str], int] = defaultdict(int)
+        self.rejected_configs = 0
 
     def routed(self, route: str, target: str) -> None:
         self.requests[(route, target)] += 1
@@ -152,8 +153,15 @@ class TrafficMetrics:
     def mirror(self, route: str, target: str, result: str) -> None:
         self.mirrored[(route, target, result)] += 1
 
+    def config_rejected(self) -> None:
+        self.rejected_configs += 1
+
     def render(self) -> str:
         lines = [
+            "# HELP triton_serve_traffic_config_rejected_total Traffic configs the router "
+            "refused (it kept its routes); the log names the field.",
+            "# TYPE triton_serve_traffic_config_rejected_total counter",
+            f"triton_serve_traffic_config_rejected_total {self.rejected_configs}",
             "# HELP triton_serve_traffic_requests_total Requests to a public name, by target.",
             "# TYPE triton_serve_traffic_requests_total counter",
         ]

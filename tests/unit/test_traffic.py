@@ -275,6 +275,9 @@ def test_metrics_render_counters() -> None:
     metrics.routed("ab", "versioned/1")
     metrics.routed("ab", "versioned/1")
     metrics.mirror("ab", "echo", "dropped")
+    assert "triton_serve_traffic_config_rejected_total 0" in metrics.render()
+    metrics.config_rejected()
     text = metrics.render()
+    assert "triton_serve_traffic_config_rejected_total 1" in text
     assert 'triton_serve_traffic_requests_total{route="ab",target="versioned/1"} 2' in text
     assert 'triton_serve_traffic_mirror_total{route="ab",target="echo",result="dropped"} 1' in text

@@ -48,9 +48,9 @@ def metric(url: str, name: str, **labels: str) -> float:
     text = httpx.get(f"{url}/metrics", timeout=30).text
     total = 0.0
     for line in text.splitlines():
-        if not line.startswith(name + "{"):
+        if not line.startswith((name + "{", name + " ")):
             continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0])) if "{" in line else {}
         if all(found.get(k) == v for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
@@ -318,4 +318,23 @@ def test_weight_change_under_load_fails_no_request(
     assert set(served[mark:]) == {"versioned/2"}
     total = metric(traffic_url, "triton_serve_traffic_requests_total", route="shift")
     assert total >= counted + len(served)  # the same routers counted them all
+    redeploy(TRAFFIC)
+
+
+def test_an_invalid_override_is_refused_and_the_routes_stay(
+    traffic_url: str, redeploy: Callable[[dict[str, Any]], None]
+) -> None:
+    """A router user_config naming a model that is not served is refused by the
+    routers, which keep serving with their routes (raising would make Serve stop
+    them) and count it; the application stays up."""
+    rejected = metric(traffic_url, "triton_serve_traffic_config_rejected_total")
+    broken = {**TRAFFIC, "canary": {"targets": [{"model": "missing", "weight": 1}]}}
+    redeploy(broken)
+    deadline = time.monotonic() + 120
+    while metric(traffic_url, "triton_serve_traffic_config_rejected_total") < rejected + 1:
+        assert time.monotonic() < deadline, "the invalid config was not refused"
+        time.sleep(0.5)
+    for _ in range(5):
+        response = infer(traffic_url, "canary")
+        assert response.status_code == 200 and response.headers[HEADER].startswith("versioned/")
     redeploy(TRAFFIC)
