@@ -87,7 +87,13 @@ def build_app(args: dict[str, Any]) -> Application:
     check_placement(cfg)
     if cfg.router.fixed_cluster and ray.is_initialized():  # built on the cluster: ask it
         cfg = check_cluster_gpus(cfg)
-    cfg = cfg.model_copy(update={"model_repository": os.path.abspath(cfg.model_repository)})
+    # The traffic section also travels as the router's user_config: Serve applies a new
+    # user_config to running routers (reconfigure), so new weights replace no replica.
+    # The routers' own copy is what they fall back to; model replicas get none.
+    traffic = {name: route.model_dump(mode="json") for name, route in cfg.traffic.items()}
+    cfg = cfg.model_copy(
+        update={"model_repository": os.path.abspath(cfg.model_repository), "traffic": {}}
+    )
     plain = cfg.model_dump(mode="json")
     model_deployment: Any = serve.deployment(ModelReplica)
     router_deployment: Any = serve.deployment(Router)
@@ -102,6 +108,7 @@ def build_app(args: dict[str, Any]) -> Application:
         num_replicas=cfg.router.num_replicas,
         max_ongoing_requests=cfg.router.max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.router.num_cpus},
+        user_config={"traffic": traffic},
     )
-    application: Application = router.bind(plain, handles)
+    application: Application = router.bind({**plain, "traffic": traffic}, handles)
     return application

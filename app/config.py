@@ -12,11 +12,19 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from app.grpc.config import GrpcConfig
 from app.llm.config import OpenAIModelConfig
 from app.placement.config import GpuMemoryConfig, GpuPoolConfig
+from app.router.traffic_config import TrafficRouteConfig, check_traffic
 from app.security.config import SecurityConfig
 from app.triton.tensors import MAX_ELEMENTS
 
@@ -29,6 +37,7 @@ __all__ = [
     "check_paths",
     "effective_triton_options",
     "model_owner",
+    "openai_tasks",
     "validate_model_name",
 ]
 
@@ -332,6 +341,11 @@ class AppConfig(_Config):
         description="The GPUs the app is placed on; build_app refuses deployments whose "
         "gpu_memory does not fit their share, or a packing that does not fit the GPUs.",
     )
+    traffic: dict[str, TrafficRouteConfig] = Field(
+        default_factory=dict,
+        description="Public model names routed to weighted targets (splits, canaries, "
+        "a mirror, sticky sessions); applied to running routers on a config update.",
+    )
 
     @field_validator("deployments")
     @classmethod
@@ -354,6 +368,20 @@ class AppConfig(_Config):
                     )
                 model_at[model] = (i, j)
         return value
+
+    @model_validator(mode="after")
+    def _traffic_targets(self) -> AppConfig:
+        check_traffic(self.traffic, openai_tasks(self))
+        return self
+
+
+def openai_tasks(cfg: AppConfig) -> dict[str, str | None]:
+    """Every model, with its task on ``/v1`` (None when it is not there)."""
+    return {
+        model: (dep.openai[model].task if model in dep.openai else None)
+        for dep in cfg.deployments
+        for model in dep.models
+    }
 
 
 def model_owner(cfg: AppConfig) -> dict[str, str]:

@@ -11,12 +11,20 @@ from typing import Any, TypeVar
 from app.errors import Internal, ServingError
 from app.grpc.status import grpc_code
 from app.observability import RouterMetrics
+from app.router.traffic import TARGET_HEADER, TrafficRequest, traffic_request
 from app.security.context import current_key, request_timeout_s
 from app.security.guard import TIMEOUT_HEADER, Guard, parse_request_timeout
 from app.security.keys import ApiKey
 from app.security.limits import Slot
 
-__all__ = ["admit", "metadata_value", "run_unary", "set_error"]
+__all__ = [
+    "admit",
+    "metadata_value",
+    "run_unary",
+    "set_error",
+    "set_target",
+    "traffic_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,18 @@ def set_error(grpc_context: Any, err: ServingError) -> None:
     if grpc_context is not None:
         grpc_context.set_code(grpc_code(err))
         grpc_context.set_details(err.message)
+
+
+def traffic_of(grpc_context: Any) -> TrafficRequest:
+    """The call's metadata for sticky routing, and where its targets are recorded."""
+    return TrafficRequest(lambda name: metadata_value(grpc_context, name))
+
+
+def set_target(grpc_context: Any, request: TrafficRequest) -> None:
+    """``x-triton-serve-target`` trailing metadata: the targets that served the call."""
+    value = request.header_value()
+    if grpc_context is not None and value is not None:
+        grpc_context.set_trailing_metadata([(TARGET_HEADER.lower(), value)])
 
 
 async def admit(
@@ -74,11 +94,15 @@ async def run_unary(
         key, slot, timeout = await admit(guard, path, grpc_context)
         key_token = current_key.set(key)
         timeout_token = request_timeout_s.set(timeout)
+        traffic = traffic_of(grpc_context)
+        traffic_token = traffic_request.set(traffic)
         try:
             result = await work()
         finally:
+            traffic_request.reset(traffic_token)
             request_timeout_s.reset(timeout_token)
             current_key.reset(key_token)
+            set_target(grpc_context, traffic)
     except ServingError as err:
         error = err
     except Exception as exc:

@@ -32,7 +32,7 @@ from tritonclient.grpc import service_pb2 as pb
 from app.config import AppConfig
 from app.contract import GrpcInferCall, ModelRef, StatisticsCall
 from app.errors import NotImplementedFeature, PayloadTooLarge, ServingError
-from app.grpc.edge import admit, run_unary, set_error
+from app.grpc.edge import admit, run_unary, set_error, set_target, traffic_of
 from app.grpc.servicer import register_proto_modules
 from app.grpc.stream import multiplex
 from app.http.kserve_routes import EXTENSIONS
@@ -41,6 +41,7 @@ from app.protocol import kserve_v2_grpc as convert
 from app.router.client import call_error
 from app.router.dataplane import DataPlane
 from app.router.repository import READY_TIMEOUT_S
+from app.router.traffic import traffic_request
 from app.security.context import current_key, request_timeout_s
 from app.security.guard import Guard
 
@@ -248,6 +249,8 @@ class TritonGrpcMethods:
         context = contextvars.copy_context()
         context.run(current_key.set, key)
         context.run(request_timeout_s.set, timeout)
+        traffic = traffic_of(grpc_context)
+        context.run(traffic_request.set, traffic)
         try:
             async for response in multiplex(
                 requests,
@@ -256,6 +259,7 @@ class TritonGrpcMethods:
                 buffer=self.grpc_cfg.stream_response_buffer,
                 context=context,
             ):
+                set_target(grpc_context, traffic)  # sent with the responses, as they go
                 yield Serialized(response)
         finally:
             slot.release()

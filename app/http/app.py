@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request, Response
 from app.http.errors import app_path, install_error_handlers
 from app.http.kserve_routes import router as kserve_router
 from app.http.openai_routes import router as openai_router
+from app.http.traffic_header import TrafficHeaderMiddleware
 from app.observability import RouterMetrics
 from app.security.middleware import EdgeMiddleware
 
@@ -56,6 +57,7 @@ def create_http_app() -> FastAPI:
     install_error_handlers(app)
     # Every route, including those added later, is behind the edge (API keys, limits);
     # request_context is added last, so it is outermost and counts refused requests too.
+    app.add_middleware(TrafficHeaderMiddleware)
     app.add_middleware(EdgeMiddleware)
     app.middleware("http")(request_context)
     return app

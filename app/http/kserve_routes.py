@@ -151,7 +151,7 @@ async def server_metadata(request: Request) -> dict[str, Any]:
 
 @router.get("/v2/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    states = await dataplane(request).model_states()
+    states = await dataplane(request).listed_states()
     return {
         "models": [
             {
@@ -281,6 +281,11 @@ async def metrics(request: Request) -> PlainTextResponse:
     plane = dataplane(request)
     router_metrics = request.app.state.router_metrics.render()
     text = merge_metrics(
-        [router_metrics, await plane.triton_metrics(), await plane.serve_metrics()]
+        [
+            router_metrics,
+            plane.replicas.traffic_metrics.render(),
+            await plane.triton_metrics(),
+            await plane.serve_metrics(),
+        ]
     )
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

@@ -42,7 +42,7 @@ def _plane(request: Request) -> DataPlane:
 
 
 def _exposed(plane: DataPlane) -> dict[str, OpenAIModelConfig]:
-    return {name: cfg for dep in plane.cfg.deployments for name, cfg in dep.openai.items()}
+    return plane.openai_models()
 
 
 def _check(plane: DataPlane, model: str, task: str) -> None:

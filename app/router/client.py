@@ -247,13 +247,15 @@ class ReplicaClient:
         model: str,
         arg: object,
         on_error: Callable[[ServingError], bytes] | None,
+        *,
+        deployment: str | None = None,
     ) -> AsyncIterator[bytes]:
         """Stream a replica generator; its first item (``b""``) is awaited before
         returning, so errors before the stream starts still raise here. A failure
         after that (e.g. the replica died) ends the stream with ``on_error(err)``'s
         event when given, else raises ``err`` from the iterator; either way as a
         ``ServingError``, never a connection cut without a word."""
-        deployment = self.deployment_of(model)
+        deployment = deployment or self.deployment_of(model)
         name = method.__name__
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s()

@@ -13,9 +13,11 @@ from typing import Any
 import httpx
 
 from app.config import AppConfig, model_owner
+from app.llm.config import OpenAIModelConfig
 from app.observability import label_metrics
-from app.router.client import ReplicaClient
 from app.router.repository import RepositoryExtension
+from app.router.traffic import route_state
+from app.router.traffic_client import TrafficClient
 from app.state_store import ReplicaReport, get_state_store
 
 __all__ = ["DataPlane"]
@@ -36,7 +38,8 @@ class DataPlane:
         self._reports: list[ReplicaReport] = []
         self._reports_at = 0.0
         self._reports_lock = asyncio.Lock()
-        self.replicas = ReplicaClient(cfg, handles)
+        # Answers public model names (the traffic section) as well as models.
+        self.replicas = TrafficClient(cfg, handles)
         self.repository = RepositoryExtension(self)
 
     # ---- state reported by replicas ----
@@ -69,6 +72,20 @@ class DataPlane:
                     "versions": [],
                 }
         return states
+
+    async def listed_states(self) -> dict[str, dict[str, Any]]:
+        """``model_states`` and each public model name, READY when a target is."""
+        states = await self.model_states()
+        routed = {name: route_state(route, states) for name, route in self.replicas.routes.items()}
+        return {**states, **routed}
+
+    def openai_models(self) -> dict[str, OpenAIModelConfig]:
+        """Models on ``/v1`` by name, public names included (as their first target)."""
+        exposed = {name: cfg for dep in self.cfg.deployments for name, cfg in dep.openai.items()}
+        for name, route in self.replicas.routes.items():
+            if route.first.model in exposed:
+                exposed[name] = exposed[route.first.model]
+        return exposed
 
     async def deployment_messages(self) -> dict[str, str]:
         """Serve's word on each deployment (e.g. why a replica is not scheduled)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI
@@ -12,10 +13,13 @@ from app.grpc.service import TritonGrpcMethods
 from app.http.app import create_http_app
 from app.observability import RouterMetrics
 from app.router.dataplane import DataPlane
+from app.router.traffic_config import parse_traffic
 from app.security.guard import Guard
 from app.state_store import current_app_name
 
 __all__ = ["Router"]
+
+log = logging.getLogger(__name__)
 
 
 @serve.ingress()
@@ -31,6 +35,18 @@ class Router(TritonGrpcMethods):
         self.guard = Guard(cfg.security, router_replicas=cfg.router.num_replicas)
         self.router_metrics = RouterMetrics()  # HTTP and gRPC requests alike
         self.init_grpc(cfg)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve's user_config: the ``traffic`` section, applied to this running
+        replica (calls already routed finish where they went). An invalid one is
+        logged and counted, and the current routes stay: raising here would make
+        Serve stop the router, and with it every model behind it."""
+        replicas = self.dataplane.replicas
+        try:
+            replicas.set_routes(parse_traffic(user_config))
+        except ValueError as exc:
+            replicas.traffic_metrics.config_rejected()
+            log.error("traffic config refused, the current routes stay: %s", exc)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this on the replica after ``__init__``: the app is built here,

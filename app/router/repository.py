@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from app.contract import LoadCall, ModelRef, UnloadCall
-from app.errors import Forbidden, RequestTimeout, Unavailable
+from app.errors import Forbidden, NotFound, RequestTimeout, Unavailable
 from app.protocol.kserve_v2 import LoadRequest
 
 if TYPE_CHECKING:
@@ -27,6 +27,19 @@ class RepositoryExtension:
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
 
+    def _repository_model(self, model: str) -> None:
+        """403/404 as for any model; a public model name (traffic) is not in the
+        repository: 404 naming its targets."""
+        replicas = self.plane.replicas
+        replicas.deployment_of(model)
+        route = replicas.route_of(model)
+        if route is not None:
+            targets = ", ".join(t.label for t in route.targets)
+            raise NotFound(
+                f"'{model}' is a public name routed to {targets}, not a model in the "
+                "repository; load, unload or look up its targets"
+            )
+
     async def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         """Every configured model's entry (name, version, state, reason), by name."""
         states = await self.plane.model_states()
@@ -44,7 +57,7 @@ class RepositoryExtension:
     async def entry(self, model: str) -> dict[str, Any]:
         """One model's entry: its state, the versions Triton has for it and why it is
         not ready; 403 outside the key's models, 404 for a model not served here."""
-        self.plane.replicas.deployment_of(model)
+        self._repository_model(model)
         state = (await self.plane.model_states()).get(model, {})
         versions = state.get("versions")
         if versions is None:  # a replica reporting only the version it serves
@@ -60,7 +73,7 @@ class RepositoryExtension:
         """Record the operator's intent (replicas started later follow it), then load
         in a replica now so errors reach the caller."""
         plane = self.plane
-        plane.replicas.deployment_of(model)
+        self._repository_model(model)
         files = load.files() if load.names_files() else None
         if files and not plane.cfg.allow_repository_file_overrides:
             raise Forbidden(
@@ -72,7 +85,7 @@ class RepositoryExtension:
 
     async def unload(self, model: str, unload_dependents: bool) -> None:
         plane = self.plane
-        plane.replicas.deployment_of(model)
+        self._repository_model(model)
         generation = await plane.set_intent(model, False, None, None)
         await plane.replicas.unload_model(UnloadCall(model, unload_dependents, generation))
 

@@ -18,9 +18,10 @@ from ray.serve.exceptions import BackPressureError
 from app.config import AppConfig
 from app.contract import InferResult
 from app.http.app import create_http_app
-from app.router.client import ReplicaClient, gate_limits
+from app.router.client import gate_limits
 from app.router.dataplane import DataPlane
 from app.router.repository import RepositoryExtension
+from app.router.traffic_client import TrafficClient
 from app.security.config import KeyLimits, SecurityConfig
 from app.security.guard import Guard
 from app.security.keys import digest_of, load_key_file
@@ -215,7 +216,7 @@ def make_app(security: dict[str, Any], request_timeout_s: float = 30, **deployme
     plane = DataPlane.__new__(DataPlane)
     plane.cfg, plane.app_name, plane.owner = cfg, "t", {m: "all" for m in MODELS}
     plane.calls, plane.gate = [], asyncio.Event()  # type: ignore[attr-defined]
-    plane.replicas = ReplicaClient(cfg, {"all": FakeHandle(plane.calls, plane.gate)})  # type: ignore[attr-defined]
+    plane.replicas = TrafficClient(cfg, {"all": FakeHandle(plane.calls, plane.gate)})  # type: ignore[attr-defined]
     plane.store = FakeStore()
     plane.repository = RepositoryExtension(plane)
     plane._reports, plane._reports_at, plane._reports_lock = [], 0.0, asyncio.Lock()
