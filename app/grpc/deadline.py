@@ -7,24 +7,26 @@ ingress replica itself with direct ingress) copies only the metadata into the
 context it hands the router, so the deadline would be lost there. Serve builds
 each RPC's handler with its server's ``service_handler_factory``; wrapping that
 factory (``carry_deadlines``) gives every handler a context whose metadata also
-holds the seconds left (``DEADLINE_METADATA``), read where the call arrives.
+holds the deadline (``DEADLINE_METADATA``: Unix time, so the time the call spends
+between Serve's server and the router counts; the nodes' clocks are assumed to
+agree, as NTP keeps them).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-__all__ = ["DEADLINE_METADATA", "carry_deadlines"]
+__all__ = ["DEADLINE_METADATA", "carry_deadlines", "seconds_left"]
 
 log = logging.getLogger(__name__)
 
-# Seconds left until the client's deadline when the call reached Serve's gRPC server.
-DEADLINE_METADATA = "x-triton-serve-deadline-s"
-# A deadline already past still becomes a (tiny) positive timeout.
-_MIN_REMAINING_S = 0.001
+# The client's deadline as Unix time (seconds), from Serve's gRPC server's clock.
+DEADLINE_METADATA = "x-triton-serve-deadline"
 _WRAPPED = "_triton_serve_carries_deadlines"
 
 
@@ -45,8 +47,7 @@ class _DeadlineContext:
         remaining = self._context.time_remaining()
         if remaining is None:
             return metadata
-        seconds = max(float(remaining), _MIN_REMAINING_S)
-        return (*metadata, (DEADLINE_METADATA, f"{seconds:.6f}"))
+        return (*metadata, (DEADLINE_METADATA, f"{time.time() + float(remaining):.6f}"))
 
 
 def _with_deadline(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -82,3 +83,15 @@ def carry_deadlines(server: Any) -> bool:
     setattr(factory_with_deadlines, _WRAPPED, True)
     server.service_handler_factory = factory_with_deadlines
     return True
+
+
+def seconds_left(deadline: str, lead_s: float) -> float:
+    """Seconds from now until a little before ``deadline`` (a ``DEADLINE_METADATA``
+    value): ``lead_s`` before it, or a tenth of the time left when that is shorter; at
+    least a millisecond (a past deadline times out at once). ``ValueError`` if it is
+    not a finite number."""
+    value = float(deadline)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite time: {deadline!r}")
+    left = value - time.time()
+    return max(left - min(lead_s, left / 10), 0.001)

@@ -9,8 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from app.errors import Internal, ServingError
-from app.grpc.deadline import DEADLINE_METADATA
+from app.errors import BadRequest, Internal, ServingError
+from app.grpc.deadline import DEADLINE_METADATA, seconds_left
 from app.grpc.status import grpc_code
 from app.observability import RouterMetrics
 from app.security.context import current_key, request_timeout_s
@@ -23,6 +23,11 @@ __all__ = ["admit", "call_timeout", "identify", "metadata_value", "run_unary", "
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# The router gives up this long before the client's deadline, so that its own
+# DEADLINE_EXCEEDED, with the reason, reaches the client and it cancels the work
+# itself, rather than racing the gRPC runtime's cancellation of the expired call.
+DEADLINE_LEAD_S = 0.05
 
 
 def metadata_value(grpc_context: Any, name: str) -> str | None:
@@ -43,16 +48,21 @@ def set_error(grpc_context: Any, err: ServingError) -> None:
 
 
 def call_timeout(grpc_context: Any) -> float | None:
-    """The client's time limit for the call: the shorter of its gRPC deadline (what
-    was left of it when the call reached Serve) and ``x-request-timeout``."""
+    """The client's time limit for the call, in seconds from now: the shorter of its
+    gRPC deadline (``DEADLINE_LEAD_S`` early) and ``x-request-timeout``."""
     if grpc_context is None:
         return None
     limits: list[float] = []
     for key, value in grpc_context.invocation_metadata():
-        if key in (TIMEOUT_HEADER, DEADLINE_METADATA):
+        if key == TIMEOUT_HEADER:
             seconds = parse_request_timeout(value if isinstance(value, str) else None)
             if seconds is not None:
                 limits.append(seconds)
+        elif key == DEADLINE_METADATA:
+            try:
+                limits.append(seconds_left(str(value), DEADLINE_LEAD_S))
+            except ValueError:
+                raise BadRequest(f"metadata {DEADLINE_METADATA} must be a Unix time") from None
     return min(limits) if limits else None
 
 

@@ -3,6 +3,7 @@ over a real gRPC server and channel, and becomes the call's timeout."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,8 +12,8 @@ import pytest
 from grpc import aio
 
 from app.errors import BadRequest
-from app.grpc.deadline import DEADLINE_METADATA, carry_deadlines
-from app.grpc.edge import call_timeout
+from app.grpc.deadline import DEADLINE_METADATA, carry_deadlines, seconds_left
+from app.grpc.edge import DEADLINE_LEAD_S, call_timeout
 
 
 class Handlers:
@@ -72,6 +73,7 @@ class Context:
 async def test_the_deadline_reaches_the_handler_as_metadata() -> None:
     handlers = Handlers()
     server, address = await _serve(handlers)
+    started = time.time()
     try:
         async with aio.insecure_channel(address) as channel:
             unary = channel.unary_unary("/t.S/Unary")
@@ -82,23 +84,33 @@ async def test_the_deadline_reaches_the_handler_as_metadata() -> None:
     finally:
         await server.stop(None)
     with_deadline, without, streamed = (dict(seen) for seen in handlers.seen)
-    # The seconds left, give or take the transport's rounding of the deadline.
-    assert 0 < float(with_deadline[DEADLINE_METADATA]) < 8.0
+    # The deadline as Unix time, give or take the transport's rounding of it.
+    assert 6.0 < float(with_deadline[DEADLINE_METADATA]) - started < 8.0
     assert with_deadline["x-request-timeout"] == "30"
     assert DEADLINE_METADATA not in without
-    assert 0 < float(streamed[DEADLINE_METADATA]) < 4.0
+    assert 2.0 < float(streamed[DEADLINE_METADATA]) - started < 4.0
     assert [k for k, _ in handlers.seen[0]].count(DEADLINE_METADATA) == 1
 
 
 def test_the_call_timeout_is_the_shorter_of_deadline_and_header() -> None:
+    in_10_s = f"{time.time() + 10:.6f}"
     assert call_timeout(None) is None
     assert call_timeout(Context([("user-agent", "x")])) is None
-    assert call_timeout(Context([(DEADLINE_METADATA, "2.5")])) == 2.5
-    both = Context([("x-request-timeout", "1"), (DEADLINE_METADATA, "2.5")])
+    alone = call_timeout(Context([(DEADLINE_METADATA, in_10_s)]))
+    assert alone is not None and 9.0 < alone < 10.0 - DEADLINE_LEAD_S + 0.01
+    both = Context([("x-request-timeout", "1"), (DEADLINE_METADATA, in_10_s)])
     assert call_timeout(both) == 1.0
-    assert call_timeout(Context([("x-request-timeout", "9"), (DEADLINE_METADATA, "2.5")])) == 2.5
+    past = call_timeout(Context([(DEADLINE_METADATA, f"{time.time() - 5:.6f}")]))
+    assert past == 0.001  # times out at once
     with pytest.raises(BadRequest, match="X-Request-Timeout"):
         call_timeout(Context([("x-request-timeout", "0")]))
+    with pytest.raises(BadRequest, match=DEADLINE_METADATA):
+        call_timeout(Context([(DEADLINE_METADATA, "soon")]))
+
+
+def test_a_short_deadline_keeps_most_of_its_time() -> None:
+    left = seconds_left(f"{time.time() + 0.1:.6f}", lead_s=DEADLINE_LEAD_S)
+    assert 0.05 < left <= 0.09  # a tenth early, not the whole lead
 
 
 def test_a_server_without_serves_factory_is_left_alone() -> None:

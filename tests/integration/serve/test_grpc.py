@@ -308,7 +308,7 @@ def test_client_deadline_is_the_request_timeout(
         "echo",
         [echo_input("INPUT_FP32", x, "FP32")],
         parameters={"delay_ms": 4000},
-        client_timeout=0.5,
+        client_timeout=1.0,
     )
     assert status_of(call) == grpc.StatusCode.DEADLINE_EXCEEDED
     result = client.infer("echo", [echo_input("INPUT_FP32", x, "FP32")], client_timeout=30)
