@@ -294,6 +294,9 @@ class TritonGrpcMethods:
             if _stream_aborts.get():
                 raise StreamAbort(err) from None
             yield bytes(convert.stream_error(err.message).SerializeToString())
+        except BaseException:  # cancelled: the stream was closed or the client left
+            status = 499
+            raise
         finally:
             if slot is not None:
                 slot.release()

@@ -182,3 +182,20 @@ def test_stubs_killed_under_a_stream_and_a_unary_call(faults_grpc: str) -> None:
     print(f"echo answered over gRPC {took:.1f} s after its stub was killed")
     took = _until(lambda: _streams_again(faults_grpc), REPLACED_BOUND_S)
     print(f"streamer streamed over gRPC {took:.1f} s after its stub was killed")
+    for deployment in ("echo", "streamer"):
+        _settles(deployment)
+
+
+def _settles(deployment: str) -> None:
+    """One replica with one live stub again: a replaced one has exited with its stubs,
+    a reloaded one runs only its new stub."""
+
+    def settled() -> bool:
+        replicas = procs.replica_pids(APP_NAME, deployment)
+        return len(replicas) == 1 and len(procs.stubs(replicas)) == 1
+
+    try:
+        procs.wait_until(settled, REPLACED_BOUND_S, f"{deployment}: one replica, one stub")
+    except AssertionError:
+        replicas = procs.replica_pids(APP_NAME, deployment)
+        raise AssertionError(f"{deployment}: replicas {replicas}, stubs {procs.stubs()}") from None
