@@ -50,9 +50,9 @@ log = logging.getLogger(__name__)
 FAST_ROUTES = ("infer", "generate", "generate_stream")
 _KINDS = frozenset(FAST_ROUTES)
 _HEADER_LENGTH = HEADER_LENGTH_HEADER.lower().encode()
+_TIMEOUT = TIMEOUT_HEADER.encode()
 _WANTED = frozenset(
-    {b"authorization", TIMEOUT_HEADER.encode(), b"content-length", b"content-encoding"}
-    | {_HEADER_LENGTH}
+    {b"authorization", _TIMEOUT, b"content-length", b"content-encoding", _HEADER_LENGTH}
 )
 
 
@@ -116,9 +116,9 @@ def _json(document: Any) -> Response:
 
 class FastPath:
     """ASGI middleware answering ``match``ing requests itself (405 for methods other
-    than POST); see the module docstring.
-    The data plane, guard and metrics are the application's (``app.state``), so the
-    router replica's own objects serve both paths."""
+    than POST); see the module docstring. The data plane, guard and metrics are the
+    application's (``app.state``), so the router replica's own objects serve both
+    paths."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -148,7 +148,7 @@ class FastPath:
         slot: Slot | None = None
         response: Response
         try:
-            timeout = parse_request_timeout(headers.get(TIMEOUT_HEADER.encode()))
+            timeout = parse_request_timeout(headers.get(_TIMEOUT))
             key = None
             if guard is not None:
                 key, slot = await guard.admit(path, headers.get(b"authorization"))
