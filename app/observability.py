@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import threading
+from bisect import bisect_left
 from collections import defaultdict
+from itertools import accumulate
 
 __all__ = ["RouterMetrics", "label_metrics", "merge_metrics"]
 
@@ -57,16 +59,17 @@ class RouterMetrics:
         self._latency: dict[tuple[str, str], list[float]] = {}
 
     def observe(self, model: str, route: str, status: int, seconds: float) -> None:
+        """Count one request: a few dict lookups; the histogram's cumulative buckets
+        are summed when rendered, not per request."""
         with self._lock:
             self._requests[(model, route, status)] += 1
-            buckets = self._latency.setdefault(
-                (model, route), [0.0] * (len(_LATENCY_BUCKETS_S) + 2)
-            )
-            for i, bound in enumerate(_LATENCY_BUCKETS_S):
-                if seconds <= bound:
-                    buckets[i] += 1
-            buckets[-2] += 1  # count (+Inf)
-            buckets[-1] += seconds  # sum
+            buckets = self._latency.get((model, route))
+            if buckets is None:
+                buckets = self._latency[(model, route)] = [0.0] * (len(_LATENCY_BUCKETS_S) + 3)
+            # buckets[i]: requests in (bound[i-1], bound[i]]; then > last bound, count, sum.
+            buckets[bisect_left(_LATENCY_BUCKETS_S, seconds)] += 1
+            buckets[-2] += 1
+            buckets[-1] += seconds
 
     def render(self) -> str:
         lines = [
@@ -85,7 +88,7 @@ class RouterMetrics:
             ]
             for (model, route), buckets in sorted(self._latency.items()):
                 base = f'model="{_escape(model)}",route="{route}"'
-                for bound, value in zip(_LATENCY_BUCKETS_S, buckets, strict=False):
+                for bound, value in zip(_LATENCY_BUCKETS_S, accumulate(buckets), strict=False):
                     lines.append(
                         f'triton_serve_request_duration_seconds_bucket{{{base},le="{bound}"}} '
                         f"{int(value)}"

@@ -1,5 +1,6 @@
-"""The edge of a gRPC call: API keys, limits and the client's timeout from the call's
-metadata, with the same ``Guard`` as HTTP, and errors as gRPC statuses."""
+"""The edge of a gRPC call: API keys, limits and the client's timeout (its deadline or
+``x-request-timeout``) from the call's metadata, with the same ``Guard`` as HTTP, and
+errors as gRPC statuses."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from app.errors import Internal, ServingError
+from app.errors import BadRequest, Internal, ServingError
+from app.grpc.deadline import DEADLINE_METADATA, seconds_left
 from app.grpc.status import grpc_code
 from app.observability import RouterMetrics
 from app.router.traffic import TARGET_HEADER, TrafficRequest, traffic_request
@@ -19,6 +21,8 @@ from app.security.limits import Slot
 
 __all__ = [
     "admit",
+    "call_timeout",
+    "identify",
     "metadata_value",
     "run_unary",
     "set_error",
@@ -29,6 +33,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# The router gives up this long before the client's deadline, so that its own
+# DEADLINE_EXCEEDED, with the reason, reaches the client and it cancels the work
+# itself, rather than racing the gRPC runtime's cancellation of the expired call.
+DEADLINE_LEAD_S = 0.05
 
 
 def metadata_value(grpc_context: Any, name: str) -> str | None:
@@ -60,17 +69,46 @@ def set_target(grpc_context: Any, request: TrafficRequest) -> None:
         grpc_context.set_trailing_metadata([(TARGET_HEADER.lower(), value)])
 
 
+def call_timeout(grpc_context: Any) -> float | None:
+    """The client's time limit for the call, in seconds from now: the shorter of its
+    gRPC deadline (``DEADLINE_LEAD_S`` early) and ``x-request-timeout``."""
+    if grpc_context is None:
+        return None
+    limits: list[float] = []
+    for key, value in grpc_context.invocation_metadata():
+        if key == TIMEOUT_HEADER:
+            seconds = parse_request_timeout(value if isinstance(value, str) else None)
+            if seconds is not None:
+                limits.append(seconds)
+        elif key == DEADLINE_METADATA:
+            try:
+                limits.append(seconds_left(str(value), DEADLINE_LEAD_S))
+            except ValueError:
+                raise BadRequest(f"metadata {DEADLINE_METADATA} must be a Unix time") from None
+    return min(limits) if limits else None
+
+
 async def admit(
     guard: Guard | None, path: str, grpc_context: Any
 ) -> tuple[ApiKey | None, Slot, float | None]:
     """Authenticate and admit a call as HTTP does for ``path`` (``/v2/health/...`` is
     open; ``/v2/repository/...`` needs a repository key): its key, its concurrency
-    slot and the client's ``x-request-timeout``. Raises 400, 401, 403 or 429."""
-    timeout = parse_request_timeout(metadata_value(grpc_context, TIMEOUT_HEADER))
-    if guard is None:
-        return None, Slot(None), timeout
-    key, slot = await guard.admit(path, metadata_value(grpc_context, "authorization"))
+    slot and the client's time limit (``call_timeout``). Raises 400, 401, 403 or 429."""
+    key, timeout = await identify(guard, path, grpc_context)
+    slot = guard.limit(key) if guard is not None else Slot(None)
     return key, slot, timeout
+
+
+async def identify(
+    guard: Guard | None, path: str, grpc_context: Any
+) -> tuple[ApiKey | None, float | None]:
+    """``admit`` without counting a request: a stream's key is checked when it opens
+    and each of its requests is counted on its own (``Guard.limit``)."""
+    timeout = call_timeout(grpc_context)
+    if guard is None:
+        return None, timeout
+    key = await guard.identify(path, metadata_value(grpc_context, "authorization"))
+    return key, timeout
 
 
 async def run_unary(

@@ -24,6 +24,7 @@ Errors are answered as the HTTP routes answer them (same checks, same
 from __future__ import annotations
 
 import contextvars
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -32,9 +33,16 @@ from tritonclient.grpc import service_pb2 as pb
 from app.config import AppConfig
 from app.contract import GrpcInferCall, ModelRef, StatisticsCall
 from app.errors import NotImplementedFeature, PayloadTooLarge, ServingError
-from app.grpc.edge import admit, run_unary, set_error, set_target, traffic_of
+from app.grpc.edge import (
+    identify,
+    metadata_value,
+    run_unary,
+    set_error,
+    set_target,
+    traffic_of,
+)
 from app.grpc.servicer import register_proto_modules
-from app.grpc.stream import multiplex
+from app.grpc.stream import StreamAbort, multiplex
 from app.http.kserve_routes import EXTENSIONS
 from app.observability import RouterMetrics
 from app.protocol import kserve_v2_grpc as convert
@@ -44,8 +52,17 @@ from app.router.repository import READY_TIMEOUT_S
 from app.router.traffic import traffic_request
 from app.security.context import current_key, request_timeout_s
 from app.security.guard import Guard
+from app.security.limits import Slot
 
-__all__ = ["TritonGrpcMethods"]
+__all__ = ["GRPC_ERROR_METADATA", "TritonGrpcMethods"]
+
+# Triton's stream option: end the stream with the error's status instead of sending
+# the error in the stream.
+GRPC_ERROR_METADATA = "triton_grpc_error"
+# Whether the current stream's errors end it (``GRPC_ERROR_METADATA``).
+_stream_aborts: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "stream_aborts", default=False
+)
 
 
 class Serialized:
@@ -237,20 +254,25 @@ class TritonGrpcMethods:
     async def ModelStreamInfer(
         self, requests: AsyncIterator[Any], grpc_context: Any = None
     ) -> AsyncIterator[Serialized]:
-        """One stream: the key and its limits apply to the stream (one concurrency
-        slot while it is open); each request is checked against the key's models.
-        A refused stream ends with its status before any response."""
+        """One stream: its key is checked when it opens; each request inside counts
+        against the key's rate and concurrency limits as a unary call would, and is
+        checked against the key's models. A refused stream ends with its status
+        before any response; a refused request answers with an in-stream error, or
+        ends the stream with its status when the client asked for that
+        (``triton_grpc_error: true``, as Triton does)."""
         try:
-            key, slot, timeout = await admit(self.guard, "/v2/models/stream", grpc_context)
+            key, timeout = await identify(self.guard, "/v2/models/stream", grpc_context)
         except ServingError as err:
             set_error(grpc_context, err)
             # Raised, not returned: a stream that yields nothing carries no status.
             raise
+        abort_on_error = (metadata_value(grpc_context, GRPC_ERROR_METADATA) or "").lower()
         context = contextvars.copy_context()
         context.run(current_key.set, key)
         context.run(request_timeout_s.set, timeout)
         traffic = traffic_of(grpc_context)
         context.run(traffic_request.set, traffic)
+        context.run(_stream_aborts.set, abort_on_error == "true")
         try:
             async for response in multiplex(
                 requests,
@@ -261,22 +283,37 @@ class TritonGrpcMethods:
             ):
                 set_target(grpc_context, traffic)  # sent with the responses, as they go
                 yield Serialized(response)
-        finally:
-            slot.release()
+        except ServingError as err:
+            set_error(grpc_context, err)
+            raise
 
     async def _stream_one(self, request: Any) -> AsyncIterator[bytes]:
         model, version = request.model_name, _version(request.model_version)
+        started = time.perf_counter()
+        status = 200
+        slot: Slot | None = None
         try:
+            slot = self.guard.limit(current_key.get())
             message = self._forwardable(request)
             call = GrpcInferCall(model, version, message)
             events = await self.dataplane.replicas.grpc_stream_infer(call)
             async for event in events:
                 yield event
-        except ServingError as err:
-            yield bytes(convert.stream_error(err.message).SerializeToString())
         except Exception as exc:
-            failure = call_error(exc, model)
-            yield bytes(convert.stream_error(failure.message).SerializeToString())
+            err = exc if isinstance(exc, ServingError) else call_error(exc, model)
+            status = err.status_code
+            if _stream_aborts.get():
+                raise StreamAbort(err) from None
+            yield bytes(convert.stream_error(err.message).SerializeToString())
+        except BaseException:  # cancelled: the stream was closed or the client left
+            status = 499
+            raise
+        finally:
+            if slot is not None:
+                slot.release()
+            self.router_metrics.observe(
+                model, "grpc/ModelStreamInfer", status, time.perf_counter() - started
+            )
 
     # ---- Triton features this server does not offer (shared memory lives next to
     # Triton, which here is in another process behind the router) ----

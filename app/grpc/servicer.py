@@ -8,7 +8,9 @@ classes say they live in modules named ``grpc_service_pb2`` and
 call would fail with ``PicklingError`` (measured: ``UNKNOWN`` status on
 ``ServerLive``). Registering those names as aliases of tritonclient's modules, in
 the proxy here and in the router (``TritonGrpcMethods.init_grpc``), lets the
-messages pickle by reference; nothing else about the service changes.
+messages pickle by reference.
+
+It also makes the client's deadline reach the router (``app.grpc.deadline``).
 """
 
 from __future__ import annotations
@@ -41,5 +43,8 @@ def add_inference_service_to_server(servicer: Any, server: Any) -> None:
     """Register ``inference.GRPCInferenceService`` on Serve's gRPC server."""
     from tritonclient.grpc import service_pb2_grpc
 
+    from app.grpc.deadline import carry_deadlines
+
     register_proto_modules()
+    carry_deadlines(server)  # before the handlers are built
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)

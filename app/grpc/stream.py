@@ -8,11 +8,20 @@ import contextvars
 import logging
 from collections.abc import AsyncIterator, Callable
 
-__all__ = ["multiplex"]
+__all__ = ["StreamAbort", "multiplex"]
 
 log = logging.getLogger(__name__)
 
 _DONE = object()
+
+
+class StreamAbort(Exception):
+    """Raised by a request's responses to end the whole stream with ``error`` (the
+    stream's status) once the responses before it are sent."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 async def multiplex(
@@ -32,6 +41,8 @@ async def multiplex(
     responses (Triton keeps a stream open after an error in one request). The
     stream ends when the client has sent its last request and every response is
     out; closing this generator (the client went away) cancels what still runs.
+    A request that raises ``StreamAbort`` ends the stream: the responses queued
+    before it are yielded, then its ``error`` is raised and the rest cancelled.
     ``context`` is the one the requests run in (the caller's API key).
     """
     # Unbounded queue, bounded by ``room``: the end marker must always fit.
@@ -45,6 +56,8 @@ async def multiplex(
             async for response in responses_of(request):
                 await room.acquire()
                 queue.put_nowait(response)
+        except StreamAbort as abort:
+            queue.put_nowait(abort)
         except Exception:
             log.exception("a ModelStreamInfer request failed outside its own error handling")
         finally:
@@ -68,6 +81,8 @@ async def multiplex(
             item = await queue.get()
             if item is _DONE:
                 break
+            if isinstance(item, StreamAbort):
+                raise item.error
             room.release()
             assert isinstance(item, bytes)
             yield item

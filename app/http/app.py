@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
 from app.http.errors import app_path, install_error_handlers
+from app.http.fast_path import FastPath
+from app.http.kserve_routes import fast_route_docs
 from app.http.kserve_routes import router as kserve_router
 from app.http.openai_routes import router as openai_router
 from app.http.traffic_header import TrafficHeaderMiddleware
@@ -44,8 +47,21 @@ async def request_context(
     return response
 
 
+class RouterApp(FastAPI):
+    """The router's FastAPI application; its OpenAPI document also describes the
+    inference routes, which ``FastPath`` answers before FastAPI sees them."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            paths = schema.setdefault("paths", {})
+            for path, item in fast_route_docs().items():
+                paths.setdefault(path, {}).update(item)
+        return self.openapi_schema  # type: ignore[return-value]
+
+
 def create_http_app() -> FastAPI:
-    app = FastAPI(
+    app = RouterApp(
         title="triton-serve",
         description=(
             "Triton models behind Ray Serve: KServe v2 (Triton) HTTP and OpenAI-compatible /v1."
@@ -56,8 +72,13 @@ def create_http_app() -> FastAPI:
     app.include_router(openai_router)
     install_error_handlers(app)
     # Every route, including those added later, is behind the edge (API keys, limits);
-    # request_context is added last, so it is outermost and counts refused requests too.
-    app.add_middleware(TrafficHeaderMiddleware)
+    # request_context is added after it, so it is outside and counts refused requests
+    # too. FastPath, outside both, answers the inference routes itself
+    # with the same guard and metrics.
     app.add_middleware(EdgeMiddleware)
     app.middleware("http")(request_context)
+    app.add_middleware(FastPath)
+    # Outermost of all: sticky routing reads the request's headers and the response
+    # names the target that served a public model name, on the fast path too.
+    app.add_middleware(TrafficHeaderMiddleware)
     return app

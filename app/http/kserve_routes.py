@@ -1,14 +1,18 @@
-"""Triton's KServe v2 HTTP protocol: the transport only; ``DataPlane`` does the work."""
+"""Triton's KServe v2 HTTP protocol: the transport only; ``DataPlane`` does the work.
+
+Health, metadata, listing, repository and metrics routes are FastAPI's; the
+inference routes are answered by ``app.http.fast_path`` and described in the OpenAPI
+document by ``fast_route_docs``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse
 
-from app.contract import GenerateCall, InferCall, ModelRef, StatisticsCall
-from app.errors import BadRequest, PayloadTooLarge, Unavailable
+from app.contract import ModelRef, StatisticsCall
+from app.errors import PayloadTooLarge, Unavailable
 from app.observability import merge_metrics
 from app.protocol.kserve_v2 import (
     HEADER_LENGTH_HEADER,
@@ -17,14 +21,12 @@ from app.protocol.kserve_v2 import (
     RepositoryIndexRequest,
     UnloadRequest,
     parse_body,
-    parse_header_length,
-    sse_error_event,
 )
 from app.router.dataplane import DataPlane
 from app.router.repository import READY_TIMEOUT_S, RepositoryExtension
 from app.security.context import permits
 
-__all__ = ["router"]
+__all__ = ["EXTENSIONS", "fast_route_docs", "read_body", "router"]
 
 _ERROR_SCHEMA = {
     "type": "object",
@@ -199,47 +201,46 @@ async def model_statistics(request: Request, model: str, version: str | None = N
     return await dataplane(request).replicas.model_statistics(StatisticsCall(model, version))
 
 
-# ---- inference ----
+# ---- inference: answered by ``app.http.fast_path``, described here ----
 
 
-@router.post("/v2/models/{model}/infer", openapi_extra=_INFER_BODY)
-@router.post("/v2/models/{model}/versions/{version}/infer", openapi_extra=_INFER_BODY)
-async def infer(request: Request, model: str, version: str | None = None) -> Response:
-    replicas = dataplane(request).replicas
-    replicas.deployment_of(model)
-    header_length = parse_header_length(request.headers.get(HEADER_LENGTH_HEADER))
-    if request.headers.get("content-encoding", "identity") not in ("identity", ""):
-        raise BadRequest("compressed request bodies are not supported; send them uncompressed")
-    body = await read_body(request)
-    result = await replicas.infer(InferCall(model, version, body, header_length))
-    if result.header_length is None:
-        return Response(result.body, media_type="application/json")
-    return Response(
-        result.body,
-        media_type="application/octet-stream",
-        headers={HEADER_LENGTH_HEADER: str(result.header_length)},
-    )
+def _fast_operation(kind: str, summary: str, body: dict[str, Any], versioned: bool) -> Any:
+    parameters = [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}]
+    if versioned:
+        parameters.append(
+            {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+        )
+    ok: dict[str, Any] = {
+        "infer": {"application/json": {}, "application/octet-stream": {}},
+        "generate": {"application/json": {}},
+        "generate_stream": {"text/event-stream": {}},
+    }[kind]
+    responses: dict[str, Any] = {"200": {"description": "Successful Response", "content": ok}}
+    responses.update({str(status): doc for status, doc in _ERRORS.items()})
+    suffix = "_versions__version_" if versioned else ""
+    return {
+        "post": {
+            "summary": summary,
+            "operationId": f"{kind}_v2_models__model_{suffix}_{kind}_post",
+            "parameters": parameters,
+            **body,
+            "responses": responses,
+        }
+    }
 
 
-@router.post("/v2/models/{model}/generate", openapi_extra=_GENERATE_BODY)
-@router.post("/v2/models/{model}/versions/{version}/generate", openapi_extra=_GENERATE_BODY)
-async def generate(request: Request, model: str, version: str | None = None) -> Any:
-    replicas = dataplane(request).replicas
-    replicas.deployment_of(model)
-    body = await read_body(request)
-    return JSONResponse(await replicas.generate(GenerateCall(model, version, body)))
-
-
-@router.post("/v2/models/{model}/generate_stream", openapi_extra=_GENERATE_BODY)
-@router.post("/v2/models/{model}/versions/{version}/generate_stream", openapi_extra=_GENERATE_BODY)
-async def generate_stream(request: Request, model: str, version: str | None = None) -> Response:
-    replicas = dataplane(request).replicas
-    replicas.deployment_of(model)
-    body = await read_body(request)
-    events = await replicas.generate_stream(
-        GenerateCall(model, version, body), on_error=sse_error_event
-    )
-    return StreamingResponse(events, media_type="text/event-stream")
+def fast_route_docs() -> dict[str, Any]:
+    """OpenAPI path items of the inference routes, which FastAPI never sees."""
+    docs: dict[str, Any] = {}
+    for kind, summary, body in (
+        ("infer", "Infer", _INFER_BODY),
+        ("generate", "Generate", _GENERATE_BODY),
+        ("generate_stream", "Generate Stream", _GENERATE_BODY),
+    ):
+        docs[f"/v2/models/{{model}}/{kind}"] = _fast_operation(kind, summary, body, False)
+        path = f"/v2/models/{{model}}/versions/{{version}}/{kind}"
+        docs[path] = _fast_operation(kind, summary, body, True)
+    return docs
 
 
 # ---- repository ----

@@ -49,7 +49,8 @@ class GrpcAdapter:
         """Serialized ``ModelStreamInferResponse``s of one request of a stream, as
         Triton sends them: responses without outputs only when the client asked for
         an empty final response, each then flagged with ``triton_final_response``;
-        an engine error mid-stream is a last response with ``error_message``. The
+        an engine error mid-stream raises its ``ServingError`` after the responses
+        before it (the router turns it into the stream's ``error_message``). The
         first item is ``b""`` once the request is accepted (errors before it raise)."""
         model = call.model
         number = self.host.owned(model, call.version)
@@ -72,8 +73,9 @@ class GrpcAdapter:
                 )
                 yield bytes(kserve_v2_grpc.stream_response(encoded).SerializeToString())
         except TritonError as exc:
-            error = kserve_v2_grpc.stream_error(from_triton(exc).message)
-            yield bytes(error.SerializeToString())
+            # Raised, not sent as an in-stream error: the router answers it in the
+            # stream, or ends the stream with its status when the client asked so.
+            raise from_triton(exc) from exc
         finally:
             stream.cancel()
 

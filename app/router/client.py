@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -38,6 +39,10 @@ from app.security.limits import DeploymentGate
 __all__ = ["ReplicaClient", "call_error", "gate_limits"]
 
 log = logging.getLogger(__name__)
+
+# How long a deployment found placeable is not checked again (its nodes are re-read
+# every ``NODES_CACHE_S`` anyway).
+PLACEABLE_CACHE_S = 2.0
 
 # Calls that answer questions about a model rather than run it: never shed here, so
 # readiness and metadata stay truthful under load.
@@ -75,6 +80,8 @@ class ReplicaClient:
         self.owner = model_owner(cfg)
         self._handles = handles
         self._methods: dict[tuple[str, str, bool], Any] = {}
+        # Deployments found placeable, until when (monotonic): not asked per request.
+        self._placeable_until: dict[str, float] = {}
         self.gates = {
             dep.name: DeploymentGate(*gate_limits(dep, cfg.router.num_replicas))
             for dep in cfg.deployments
@@ -188,12 +195,17 @@ class ReplicaClient:
         waiting at most ``timeout_s``; 503 when its line is full, 408 on timeout."""
         if method in _UNBOUNDED:
             return None
-        why = await unplaceable(self.cfg, deployment)  # 503 now, not a 408 after the timeout
-        if why is not None:
-            raise Unavailable(why, retry_after=30)
+        now = time.monotonic()
+        if self._placeable_until.get(deployment, 0.0) < now:
+            why = await unplaceable(self.cfg, deployment)  # 503 now, not a 408 later
+            if why is not None:
+                raise Unavailable(why, retry_after=30)
+            self._placeable_until[deployment] = now + PLACEABLE_CACHE_S
         gate = self.gates[deployment]
         try:
-            await asyncio.wait_for(gate.enter(model), timeout=timeout_s)
+            # A timeout scope, not wait_for: no task per call when the gate is open.
+            async with asyncio.timeout(timeout_s):
+                await gate.enter(model)
         except TimeoutError:
             raise RequestTimeout(f"model '{model}' did not answer in time") from None
         return gate
@@ -228,7 +240,8 @@ class ReplicaClient:
         response = None
         try:
             response = self._method(deployment, name, False).remote(arg)
-            return await asyncio.wait_for(response, timeout=max(0.0, deadline - loop.time()))
+            async with asyncio.timeout_at(deadline):
+                return await response
         except asyncio.CancelledError:  # the client went away
             _cancel_quietly(response)
             raise
@@ -263,9 +276,8 @@ class ReplicaClient:
         generator = None
         try:
             generator = self._method(deployment, name, True).remote(arg)
-            first = await asyncio.wait_for(
-                generator.__anext__(), timeout=max(0.0, deadline - loop.time())
-            )
+            async with asyncio.timeout_at(deadline):
+                first = await generator.__anext__()
         except StopAsyncIteration:
             first = b""
         except BaseException as exc:

@@ -70,13 +70,26 @@ class Guard:
 
     async def admit(self, path: str, authorization: str | None) -> tuple[ApiKey | None, Slot]:
         """The caller's key and its concurrency slot; raises 401, 403 or 429."""
+        key = await self.identify(path, authorization)
+        return key, self.limit(key)
+
+    async def identify(self, path: str, authorization: str | None) -> ApiKey | None:
+        """The caller's key if ``path`` needs one (None: open), without counting a
+        request against its limits; raises 401 or 403."""
         if self.ring is None or is_open_path(path, self.cfg):
-            return None, Slot(None)
+            return None
         await self._maybe_reload()
         key = self.authenticate(authorization)
         if path.startswith(_REPOSITORY_PREFIX) and not key.repository:
             raise Forbidden(f"API key '{key.name}' may not use the model repository API")
-        return key, self._limiter(key).admit()
+        return key
+
+    def limit(self, key: ApiKey | None) -> Slot:
+        """One request of ``key`` against its rate and concurrency limits (a token and
+        a slot), or 429. Requests without a key are not limited."""
+        if key is None:
+            return Slot(None)
+        return self._limiter(key).admit()
 
     def authenticate(self, authorization: str | None) -> ApiKey:
         assert self.ring is not None

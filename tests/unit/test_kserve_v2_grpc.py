@@ -27,7 +27,7 @@ from app.errors import (
     Unavailable,
 )
 from app.grpc.status import grpc_code
-from app.grpc.stream import multiplex
+from app.grpc.stream import StreamAbort, multiplex
 from app.protocol import kserve_v2_grpc as convert
 from app.triton.tensors import DataType
 from tests.echo_dtypes import NUMERIC
@@ -394,3 +394,19 @@ async def test_a_failing_request_iterator_ends_the_stream_with_its_error() -> No
     with pytest.raises(ConnectionError):
         async for _ in multiplex(broken(), responses, max_in_flight=1, buffer=1):
             pass
+
+
+async def test_an_aborting_request_ends_the_stream_after_earlier_responses() -> None:
+    async def responses(request: object) -> AsyncIterator[bytes]:
+        if request == "bad":
+            await asyncio.sleep(0.05)  # after the good request's response is queued
+            raise StreamAbort(Unavailable("its replica is unavailable"))
+        yield b"ok"
+        await asyncio.sleep(60)  # still running when the stream ends: cancelled
+        yield b"never"
+
+    out: list[bytes] = []
+    with pytest.raises(Unavailable, match="replica is unavailable"):
+        async for item in multiplex(_requests("good", "bad"), responses, max_in_flight=2, buffer=2):
+            out.append(item)
+    assert out == [b"ok"]

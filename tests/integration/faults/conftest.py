@@ -2,8 +2,8 @@
 that tests add and kill) running the real application, for the fault tests.
 
 Layout: ``echo``, ``streamer`` and ``tiny-llm`` (OpenAI chat) share one of the head
-node's two logical GPUs, one replica each; Serve's HTTP proxy on the head node only, so worker
-nodes on this machine do not compete for its port.
+node's two logical GPUs, one replica each; Serve's HTTP and gRPC proxy on the head node
+only, so worker nodes on this machine do not compete for its ports.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ray import serve
 from ray.cluster_utils import Cluster
 
 from app.builders import build_app
-from tests.integration.serve.conftest import _free_port
+from tests.integration.serve.conftest import GRPC_SERVICER, _free_port
 
 APP_NAME = "faults"
 MODELS = ["echo", "streamer", "tiny-llm"]
@@ -74,6 +74,7 @@ class Stack:
     cluster: Cluster
     port: int
     model_repository: Path
+    grpc_port: int
     running: bool = False
     startup_s: list[float] = field(default_factory=list)
 
@@ -85,7 +86,12 @@ class Stack:
         if not self.running:
             started = time.monotonic()
             serve.start(
-                proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": self.port}
+                proxy_location="HeadOnly",
+                http_options={"host": "127.0.0.1", "port": self.port},
+                grpc_options={
+                    "port": self.grpc_port,
+                    "grpc_servicer_functions": [GRPC_SERVICER],
+                },
             )
             app = build_app(faults_app_args(self.model_repository))
             serve._run(app, _blocking=False, name=APP_NAME)
@@ -108,7 +114,7 @@ def start_cluster() -> Cluster:
 @pytest.fixture(scope="package")
 def stack(model_repository: Path) -> Iterator[Stack]:
     cluster = start_cluster()
-    state = Stack(cluster, _free_port(), model_repository)
+    state = Stack(cluster, _free_port(), model_repository, _free_port())
     try:
         yield state
     finally:
@@ -121,3 +127,10 @@ def stack(model_repository: Path) -> Iterator[Stack]:
 @pytest.fixture
 def faults_url(stack: Stack) -> str:
     return stack.ensure_running()
+
+
+@pytest.fixture
+def faults_grpc(stack: Stack) -> str:
+    """``host:port`` of Serve's gRPC proxy, for ``tritonclient.grpc``."""
+    stack.ensure_running()
+    return f"127.0.0.1:{stack.grpc_port}"

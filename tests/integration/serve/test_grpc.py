@@ -8,6 +8,7 @@ tritonclient plugin; with a single application no metadata is needed
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -280,6 +281,44 @@ def test_timeout_is_deadline_exceeded(grpc_host: str) -> None:
             "echo", [echo_input("INPUT_FP32", x, "FP32")], parameters={"delay_ms": 5000}
         )
         assert status_of(call) == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def _router_count(serve_url: str, route: str, status: int) -> int:
+    text = httpx.get(f"{serve_url}/metrics", timeout=30).text
+    line = f'triton_serve_requests_total{{model="echo",route="{route}",status="{status}"}} '
+    counts = [int(row.removeprefix(line)) for row in text.splitlines() if row.startswith(line)]
+    return counts[0] if counts else 0
+
+
+def _echo_compute_s(client: triton_grpc.InferenceServerClient) -> float:
+    stats = client.get_inference_statistics("echo", as_json=True)
+    return int(stats["model_stats"][0]["inference_stats"]["compute_infer"]["ns"]) / 1e9
+
+
+def test_client_deadline_is_the_request_timeout(
+    client: triton_grpc.InferenceServerClient, serve_url: str
+) -> None:
+    """The client's own gRPC deadline, no metadata: the router times the call out
+    itself (its 408 count rises) and the work stops in Triton (echo's compute time
+    grows by about the deadline, not the 4 s asked for; the next call runs at once)."""
+    timed_out = _router_count(serve_url, "grpc/ModelInfer", 408)
+    compute = _echo_compute_s(client)
+    x = np.ones((1, 1), dtype=np.float32)
+    call = lambda: client.infer(  # noqa: E731
+        "echo",
+        [echo_input("INPUT_FP32", x, "FP32")],
+        parameters={"delay_ms": 4000},
+        client_timeout=1.0,
+    )
+    assert status_of(call) == grpc.StatusCode.DEADLINE_EXCEEDED
+    result = client.infer("echo", [echo_input("INPUT_FP32", x, "FP32")], client_timeout=30)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT_FP32"), x)
+    for _ in range(40):  # the router's answer may land after the client gave up
+        if _router_count(serve_url, "grpc/ModelInfer", 408) > timed_out:
+            break
+        time.sleep(0.25)
+    assert _router_count(serve_url, "grpc/ModelInfer", 408) == timed_out + 1
+    assert _echo_compute_s(client) - compute < 2.5
 
 
 def test_shared_memory_is_unimplemented(client: triton_grpc.InferenceServerClient) -> None:

@@ -17,7 +17,7 @@ from ray import serve
 from tritonclient.utils import InferenceServerException
 
 from app.builders import build_app
-from tests.integration.serve.conftest import ADMIN_KEY, OTHER_TEAM_KEY, SECURE_APP
+from tests.integration.serve.conftest import ADMIN_KEY, LIMITED_KEY, OTHER_TEAM_KEY, SECURE_APP
 from tests.integration.serve.grpc_support import (
     Collector,
     Metadata,
@@ -192,3 +192,25 @@ def test_keys_apply_to_streams(secure_url: str, grpc_host: str) -> None:
             other.stop_stream()
         assert result is None
         assert "not allowed to use model 'echo'" in error.message()
+
+
+def test_each_stream_request_counts_against_the_rate_limit(secure_url: str, grpc_host: str) -> None:
+    """The 'limited' key may send one request now (burst 1, then one per 5 s): on one
+    stream, the first request is answered and the next two get the rate-limit error,
+    in the stream; the stream itself stays open."""
+    x = [echo_input("INPUT_FP32", np.ones((1, 1), dtype=np.float32), "FP32")]
+    limited = app_client(grpc_host, SECURE_APP, authorization=f"Bearer {LIMITED_KEY}")
+    with limited:
+        collector = Collector()
+        limited.start_stream(callback=collector)
+        try:
+            for i in range(3):
+                limited.async_stream_infer("echo", x, request_id=str(i))
+            answers = collector.take(3)
+        finally:
+            limited.stop_stream()
+    answered = [result for result, error in answers if error is None]
+    refused = [error for result, error in answers if error is not None]
+    assert len(answered) == 1 and answered[0].get_response().id == "0"
+    assert len(refused) == 2
+    assert all("over its rate limit" in error.message() for error in refused)

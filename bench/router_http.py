@@ -1,0 +1,202 @@
+"""CPU per request of the router's own HTTP layer, in one process, without Ray.
+
+``python -m bench.router_http`` builds the router's ASGI application as the router
+replica does (``create_http_app`` with its ``DataPlane``, ``Guard`` and
+``RouterMetrics``) and calls it directly with ASGI messages: no HTTP server, no
+client, no Serve. The model deployment's handle is replaced by one that answers at
+once, so what is measured is the router's work per request and nothing else: routing,
+middleware, the key check and limits, the body, the contract call's bookkeeping
+(deadline, deployment gate), the response and the metrics. Serve's own cost per
+request (its proxy or direct ingress, the handle call, pickling) is not in it;
+``bench.stack`` measures the whole path.
+
+It reports CPU microseconds per request (``time.process_time`` over ``--requests``
+sequential requests, best of ``--rounds``) for KServe ``infer`` (JSON body, echo's
+FP32 [1,16]), with API keys off and on, and for ``GET /v2/health/live``, a route
+FastAPI answers, as a baseline of FastAPI's own cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ECHO_BODY = json.dumps(
+    {"inputs": [{"name": "INPUT_FP32", "shape": [1, 16], "datatype": "FP32", "data": [0.5] * 16}]}
+).encode()
+ECHO_ANSWER = json.dumps(
+    {
+        "model_name": "echo",
+        "model_version": "1",
+        "outputs": [
+            {"name": "OUTPUT_FP32", "shape": [1, 16], "datatype": "FP32", "data": [0.5] * 16}
+        ],
+    }
+).encode()
+KEY = "bench-key-0123456789abcdef"
+
+
+class _Answered:
+    """A handle call that has already answered (awaitable, cancellable)."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+    def __await__(self) -> Any:
+        return self.result
+        yield  # pragma: no cover - makes this a generator
+
+    def cancel(self) -> None:
+        pass
+
+
+class _InstantHandle:
+    """Stands in for a model deployment's Serve handle: every call answers at once."""
+
+    def options(self, **_: Any) -> _InstantHandle:
+        return self
+
+    def remote(self, call: Any) -> _Answered:
+        from app.contract import InferResult
+
+        return _Answered(InferResult(ECHO_ANSWER))
+
+
+def build(keys_file: str | None) -> Any:
+    from app.config import AppConfig
+    from app.http.app import create_http_app
+    from app.observability import RouterMetrics
+    from app.router.client import ReplicaClient
+    from app.router.dataplane import DataPlane
+    from app.security.guard import Guard
+
+    cfg = AppConfig.model_validate(
+        {
+            "model_repository": "model_repository",
+            "deployments": [{"name": "echo", "models": ["echo"]}],
+            "security": {"api_keys_file": keys_file} if keys_file else {},
+        }
+    )
+    plane = DataPlane.__new__(DataPlane)  # no state store: the hot path never reads it
+    plane.cfg, plane.app_name, plane.owner = cfg, "bench", {"echo": "echo"}
+    plane.replicas = ReplicaClient(cfg, {"echo": _InstantHandle()})
+    app = create_http_app()
+    app.state.dataplane = plane
+    app.state.guard = Guard(cfg.security)
+    app.state.router_metrics = RouterMetrics()
+    return app
+
+
+def scope_of(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def one(app: Any, scope: dict[str, Any], body: bytes) -> int:
+    sent = False
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)  # the client never leaves
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(dict(scope), receive, send)
+    return status
+
+
+async def measure(app: Any, scope: dict[str, Any], body: bytes, requests: int) -> float:
+    """CPU microseconds per request over ``requests`` sequential requests."""
+    for _ in range(200):  # warm up (imports, caches, the middleware stack's build)
+        status = await one(app, scope, body)
+    if status != 200:
+        raise SystemExit(f"{scope['method']} {scope['path']} answered {status}")
+    started = time.process_time()
+    for _ in range(requests):
+        await one(app, scope, body)
+    return (time.process_time() - started) / requests * 1e6
+
+
+async def run(args: argparse.Namespace, keys_file: str) -> list[tuple[str, float]]:
+    json_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(ECHO_BODY)).encode()),
+    ]
+    cells = [
+        ("infer, keys off", None, scope_of("POST", "/v2/models/echo/infer", json_headers)),
+        (
+            "infer, keys on",
+            keys_file,
+            scope_of(
+                "POST",
+                "/v2/models/echo/infer",
+                [*json_headers, (b"authorization", f"Bearer {KEY}".encode())],
+            ),
+        ),
+        ("GET /v2/health/live (FastAPI)", None, scope_of("GET", "/v2/health/live", [])),
+    ]
+    results = []
+    for label, keys_path, scope in cells:
+        app = build(keys_path)
+        body = ECHO_BODY if scope["method"] == "POST" else b""
+        best = min([await measure(app, scope, body, args.requests) for _ in range(args.rounds)])
+        results.append((label, best))
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=5000, help="per round (5000)")
+    parser.add_argument("--rounds", type=int, default=5, help="best of (5)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        keys_file = Path(tmp) / "keys.json"
+        keys_file.write_text(json.dumps({"keys": [{"name": "bench", "key": KEY, "models": "*"}]}))
+        results = asyncio.run(run(args, str(keys_file)))
+    print("| router HTTP layer, in process | CPU µs per request |")
+    print("| --- | ---: |")
+    for label, micros in results:
+        print(f"| {label} | {micros:.0f} |")
+    print(
+        f"\n(best of {args.rounds} x {args.requests} requests; 1-min load average {_load():.2f})",
+        file=sys.stderr,
+    )
+
+
+def _load() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError):
+        return float("nan")
+
+
+if __name__ == "__main__":
+    main()
