@@ -43,7 +43,11 @@ def test_wait_until_unloaded_returns_when_processes_are_gone() -> None:
     assert "unload check: ok" in _run_driver("unload-check", 240)
 
 
+STRESS_SECONDS = float(os.environ.get("CONTROL_STRESS_SECONDS", "600"))
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(STRESS_SECONDS + 300)  # beyond pytest-timeout's default of 300 s
 def test_control_stress_ten_minutes() -> None:
-    tally = _run_stress(float(os.environ.get("CONTROL_STRESS_SECONDS", "600")))
+    tally = _run_stress(STRESS_SECONDS)
     assert tally.get("unload ensemble+dependents", 0) > 0, tally
