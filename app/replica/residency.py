@@ -149,21 +149,33 @@ class Residency:
         return failed[1].message if failed is not None else NOT_LOADED_REASON
 
     def remeasure(self) -> None:
-        """Stubs grow after their load (first requests, caches): keep RSS sizes current."""
+        """Stubs grow after their load (first requests, caches): keep RSS sizes current,
+        and evict what the growth pushed over the budget (skipped while a load runs:
+        that load brings the total back within the budget itself)."""
         if self.gpu is not None and self.gpu.available:
             return
-        stubs = self.control.server.stub_processes()
-        with self._state:
-            for entry in self.policy.resident.values():
-                known = self.known_sizes.get(entry.model)
-                if known is None or known.source != "measured (rss)":
-                    continue
-                size = stub_rss(entry.model, self.models, stubs) + known.own_growth
-                if size > 0:
-                    entry.size = size
-                    self.known_sizes[entry.model] = Measurement(
-                        size, known.source, known.own_growth
-                    )
+        if not self._sequence.acquire(blocking=False):
+            return
+        try:
+            stubs = self.control.server.stub_processes()
+            with self._state:
+                for entry in self.policy.resident.values():
+                    known = self.known_sizes.get(entry.model)
+                    if known is None or known.source != "measured (rss)":
+                        continue
+                    size = stub_rss(entry.model, self.models, stubs) + known.own_growth
+                    if size > 0:
+                        entry.size = size
+                        self.known_sizes[entry.model] = Measurement(
+                            size, known.source, known.own_growth
+                        )
+                excess = self.policy.over_budget()
+                self._evicting.update(excess.models)
+            for victim in excess.models:
+                with contextlib.suppress(Unavailable):
+                    self._unload(victim, False, count=True)
+        finally:
+            self._sequence.release()
 
     def render_metrics(self) -> str:
         """Prometheus text; the router adds the deployment and replica labels."""
