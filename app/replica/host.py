@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from app.config import AppConfig, ModelDeploymentConfig, effective_triton_options
 from app.errors import BadRequest, NotFound, ServingError, Unavailable, from_triton
 from app.protocol.kserve_v2 import DecodedInferRequest, InputSpec
+from app.replica.affinity import serve_publisher
 from app.replica.control import ModelControl
 from app.replica.reporter import Reporter, ray_get
 from app.replica.residency import Residency
@@ -105,6 +106,7 @@ class ReplicaHost:
                     self.control,
                     wait_for_room_s=cfg.router.request_timeout_s,
                     pinned_by_operator=self.control.pinned_by_operator,
+                    publish=serve_publisher(),
                 )
                 self.control.residency = self.residency
         except BaseException:

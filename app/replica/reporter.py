@@ -63,6 +63,7 @@ class Reporter:
         residency = control.residency
         if residency is not None:
             residency.remeasure()
+            residency.publish_if_changed()
             metrics += residency.render_metrics()
         report = ReplicaReport(
             replica_id=self.replica_id,

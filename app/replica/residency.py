@@ -19,7 +19,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from app.config import ModelDeploymentConfig
@@ -57,6 +57,7 @@ class Residency:
         control: ModelControl,
         wait_for_room_s: float,
         pinned_by_operator: dict[str, tuple[str | None, dict[str, bytes] | None]],
+        publish: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.deployment = deployment.name
         self.models = tuple(deployment.models)
@@ -77,6 +78,8 @@ class Residency:
         self.loads = 0
         self.evictions = 0
         self._load_seconds = [0.0] * (len(_LOAD_BUCKETS_S) + 2)
+        self._publish = publish
+        self._published: frozenset[str] | None = None
         for model in sorted(self.pinned):
             config, files = pinned_by_operator.get(model, (None, None))
             try:
@@ -142,6 +145,17 @@ class Residency:
             self._unload(model, unload_dependents, count=False)
 
     # ---- state for reports ----
+
+    def publish_if_changed(self) -> None:
+        """Tell the routers which models this replica holds or is loading."""
+        if self._publish is None:
+            return
+        with self._state:
+            held = frozenset(self.policy.resident) | frozenset(self._loading)
+            if held == self._published:
+                return
+            self._published = held
+        self._publish(sorted(held))
 
     def reason(self, model: str) -> str:
         """Why a pool model is not READY when Triton has no reason of its own."""
@@ -214,6 +228,7 @@ class Residency:
     # ---- loading and evicting (threads) ----
 
     def _load_job(self, model: str, future: concurrent.futures.Future[None]) -> None:
+        self.publish_if_changed()  # routers send its next requests here while it loads
         try:
             self._bring_in(model, None, None, pin=False)
         except ServingError as exc:
@@ -232,6 +247,7 @@ class Residency:
             with self._state:
                 if self._loading.get(model) is future:
                     del self._loading[model]
+            self.publish_if_changed()
 
     def _bring_in(
         self,

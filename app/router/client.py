@@ -74,7 +74,10 @@ class ReplicaClient:
         self.cfg = cfg
         self.owner = model_owner(cfg)
         self._handles = handles
-        self._methods: dict[tuple[str, str, bool], Any] = {}
+        self._methods: dict[tuple[str, str, bool, str], Any] = {}
+        # Calls to a pool's models name the model to Serve's router (multiplexed model
+        # id), which prefers replicas that report holding it (``app.replica.affinity``).
+        self.pools = frozenset(d.name for d in cfg.deployments if d.residency is not None)
         self.gates = {
             dep.name: DeploymentGate(*gate_limits(dep, cfg.router.num_replicas))
             for dep in cfg.deployments
@@ -198,13 +201,16 @@ class ReplicaClient:
             raise RequestTimeout(f"model '{model}' did not answer in time") from None
         return gate
 
-    def _method(self, deployment: str, method: str, stream: bool) -> Any:
-        key = (deployment, method, stream)
+    def _method(self, deployment: str, method: str, stream: bool, model: str = "") -> Any:
+        pooled = deployment in self.pools and bool(model)
+        key = (deployment, method, stream, model if pooled else "")
         handle = self._methods.get(key)
         if handle is None:
             options: dict[str, Any] = {"method_name": method}
             if stream:
                 options["stream"] = True
+            if pooled:
+                options["multiplexed_model_id"] = model
             handle = self._handles[deployment].options(**options)
             self._methods[key] = handle
         return handle
@@ -227,7 +233,7 @@ class ReplicaClient:
         gate = await self._admit(deployment, model, name, deadline - loop.time())
         response = None
         try:
-            response = self._method(deployment, name, False).remote(arg)
+            response = self._method(deployment, name, False, model).remote(arg)
             return await asyncio.wait_for(response, timeout=max(0.0, deadline - loop.time()))
         except asyncio.CancelledError:  # the client went away
             _cancel_quietly(response)
@@ -260,7 +266,7 @@ class ReplicaClient:
         gate = await self._admit(deployment, model, name, deadline - loop.time())
         generator = None
         try:
-            generator = self._method(deployment, name, True).remote(arg)
+            generator = self._method(deployment, name, True, model).remote(arg)
             first = await asyncio.wait_for(
                 generator.__anext__(), timeout=max(0.0, deadline - loop.time())
             )
