@@ -42,6 +42,37 @@ FAILED_LOAD_HOLD_S = 5.0
 _LOAD_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
+class _FifoLock:
+    """A lock granted in the order it was asked for: cold models load in the order
+    their first requests came, none starves behind later ones."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._next = 0  # the next ticket handed out
+        self._serving = 0  # the ticket that holds the lock
+
+    def acquire(self, blocking: bool = True) -> bool:
+        with self._cv:
+            if not blocking and self._serving != self._next:
+                return False  # held, or others wait
+            ticket = self._next
+            self._next += 1
+            while self._serving != ticket:
+                self._cv.wait()
+            return True
+
+    def release(self) -> None:
+        with self._cv:
+            self._serving += 1
+            self._cv.notify_all()
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class NoRoom(Unavailable):
     """The models in the way stayed busy or young for as long as a load may wait."""
 
@@ -72,7 +103,7 @@ class Residency:
         self.known_sizes: dict[str, Measurement] = {}  # last measurement, kept after eviction
         self._state = threading.Lock()  # policy, futures, counters: held briefly
         self._room = threading.Condition(self._state)  # notified when room may appear
-        self._sequence = threading.Lock()  # plan -> evict -> load, one at a time
+        self._sequence = _FifoLock()  # plan -> evict -> load, one at a time, in order
         self._loading: dict[str, concurrent.futures.Future[None]] = {}
         self._evicting: set[str] = set()
         self.loads = 0

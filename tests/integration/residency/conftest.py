@@ -92,8 +92,14 @@ def pool_url(pool_repository: Path) -> Iterator[str]:
         ray.shutdown()
 
 
-def infer(url: str, model: str, value: float = 1.0, timeout: float = 120) -> httpx.Response:
-    body = {"inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [1], "data": [value]}]}
+def infer(
+    url: str, model: str, value: float = 1.0, timeout: float = 120, delay_ms: int = 0
+) -> httpx.Response:
+    body: dict[str, Any] = {
+        "inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [1], "data": [value]}]
+    }
+    if delay_ms:
+        body["parameters"] = {"delay_ms": delay_ms}
     return httpx.post(f"{url}/v2/models/{model}/infer", json=body, timeout=timeout)
 
 

@@ -70,12 +70,30 @@ def test_least_recently_used_are_evicted_within_the_budget(pool_url: str) -> Non
     # Triton itself unloaded the least recently used: what stays is the pinned model
     # and the most recently used ones (2, 1, 7, ... back in time), at least the last.
     recent = ["pool-02", "pool-01", "pool-07", "pool-06", "pool-05", "pool-04", "pool-03"]
-    wait_for(lambda: "pool-03" not in triton_resident(), what="pool-03 unloaded")
+    wait_for(lambda: "pool-02" in triton_resident(), what="a report after the last load")
     resident = triton_resident()
     unpinned = resident - {"pool-00"}
     assert "pool-00" in resident
     assert unpinned == set(recent[: len(unpinned)]) and unpinned, index(pool_url)
     assert index(pool_url)["pool-03"]["reason"] == NOT_LOADED
+
+
+def test_model_with_a_request_in_flight_is_not_evicted(pool_url: str) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(infer, pool_url, "pool-06", 2.0, 180, 45_000)
+        wait_for(lambda: index(pool_url)["pool-06"]["state"] == "READY", 60, "pool-06 READY")
+        evictions = metric(pool_url, "triton_serve_model_evictions_total")
+        for i in [1, 2, 3, 4]:  # room for about one next to pool-06: each evicts another
+            assert infer(pool_url, f"pool-{i:02d}").status_code == 200
+        wait_for(
+            lambda: metric(pool_url, "triton_serve_model_evictions_total") >= evictions + 3,
+            what="evictions",
+        )
+        assert not slow.done(), "the slow request ended before the check"
+        assert index(pool_url)["pool-06"]["state"] == "READY"
+        response = slow.result()
+    assert response.status_code == 200
+    assert response.json()["outputs"][0]["data"] == [8.0]
 
 
 def test_explicit_load_pins_until_unload(pool_url: str) -> None:
