@@ -121,3 +121,26 @@ def test_globs_need_a_local_repository() -> None:
 def test_declared_size_is_read_from_config_pbtxt(repository: Path) -> None:
     assert declared_bytes(str(repository), "pool-c") == 1 << 20
     assert declared_bytes(str(repository), "pool-a") is None
+
+
+def test_validate_refuses_a_declared_size_over_the_budget(
+    repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from app.validate import main
+
+    args = {
+        "model_repository": str(repository),
+        "deployments": [
+            {"name": "pool", "models": ["pool-*"], "residency": {"memory_budget_gb": 0.0005}}
+        ],
+    }
+    config = tmp_path / "pool.yaml"
+    config.write_text(yaml.safe_dump(args))
+    assert main([str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "deployments[0].residency.memory_budget_gb: model 'pool-c' declares" in err
+    args["deployments"][0]["residency"] = {"memory_budget_gb": 0.01}  # type: ignore[index]
+    config.write_text(yaml.safe_dump(args))
+    assert main([str(config)]) == 0
