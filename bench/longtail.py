@@ -46,7 +46,7 @@ import httpx
 
 from bench.longtail_models import model_name, payload_mb, write_repository
 
-__all__ = ["count_lru_hits", "bytes_lru_hits", "main", "zipf_trace"]
+__all__ = ["bytes_lru_hits", "count_lru_hits", "count_lru_peak_bytes", "main", "zipf_trace"]
 
 MiB = 1 << 20
 
@@ -74,6 +74,21 @@ def count_lru_hits(trace: Sequence[int], capacity: int, pinned: frozenset[int]) 
             victim = next(m for m in cache if m not in pinned)
             del cache[victim]
     return hits
+
+
+def count_lru_peak_bytes(
+    trace: Sequence[int], capacity: int, pinned: frozenset[int], sizes: dict[int, int]
+) -> int:
+    """The most bytes the count-bounded cache holds at once (it does not look at sizes)."""
+    cache: OrderedDict[int, None] = OrderedDict((p, None) for p in pinned)
+    peak = 0
+    for model in trace:
+        cache[model] = None
+        cache.move_to_end(model)
+        while len(cache) > max(capacity, len(pinned) + 1):
+            del cache[next(m for m in cache if m not in pinned)]
+        peak = max(peak, sum(sizes[m] for m in cache))
+    return peak
 
 
 def bytes_lru_hits(
@@ -253,6 +268,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
         "hit_rate_bytes_lru_simulated": bytes_lru_hits(trace, sizes, budget, pinned) / len(trace),
         "hit_rate_count_lru_simulated": count_lru_hits(trace, capacity, pinned) / len(trace),
         "count_lru_capacity": capacity,
+        "count_lru_peak_bytes_simulated": count_lru_peak_bytes(trace, capacity, pinned, sizes),
         "mean_model_bytes": int(mean_size),
         "warm_p50_ms": {m: 1000 * _percentile(v, 0.5) for m, v in warm.items()},
         "warm_p99_ms": {m: 1000 * p for m, p in warm_p99.items()},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from bench.longtail import bytes_lru_hits, count_lru_hits, zipf_trace
+from bench.longtail import bytes_lru_hits, count_lru_hits, count_lru_peak_bytes, zipf_trace
 
 
 def test_zipf_trace_is_skewed_and_reproducible() -> None:
@@ -30,3 +30,9 @@ def test_bytes_lru_fits_many_small_models_where_count_lru_cannot() -> None:
 
 def test_bytes_lru_never_admits_what_cannot_fit() -> None:
     assert bytes_lru_hits([5, 5, 5], {5: 100}, 50, frozenset()) == 0
+
+
+def test_count_lru_overruns_a_budget_its_count_came_from() -> None:
+    sizes = {0: 10, 1: 10, 2: 70, 3: 70}
+    # mean 40 turns a budget of 80 into 2 models; the two big ones hold 140
+    assert count_lru_peak_bytes([0, 1, 2, 3], 2, frozenset(), sizes) == 140
