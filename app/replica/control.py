@@ -155,7 +155,7 @@ class ModelControl:
             if (
                 residency is not None
                 and model in self.on_demand
-                and state != "READY"
+                and state in ("UNAVAILABLE", "")
                 and not stub_failure
                 and reason in ("", "unloaded")
             ):

@@ -294,11 +294,11 @@ class Residency:
         deadline = time.monotonic() + self.wait_for_room_s
         while True:
             with self._sequence:
+                size = self._expected_size(model)  # reads config.pbtxt: not under the lock
                 with self._state:
                     if model in self.policy.resident and not reload:
                         self.policy.pin(model, pin or model in self.pinned)
                         return
-                    size = self._expected_size(model)
                     try:
                         decision = (
                             self.policy.plan(model, size)
