@@ -216,9 +216,8 @@ class Residency:
                         )
                 excess = self.policy.over_budget()
                 self._evicting.update(excess.models)
-            for victim in excess.models:
-                with contextlib.suppress(Unavailable):
-                    self._unload(victim, False, count=True)
+            with contextlib.suppress(Unavailable):
+                self._evict(excess.models)
         finally:
             self._sequence.release()
 
@@ -313,8 +312,7 @@ class Residency:
                     if isinstance(decision, Evict):
                         self._evicting.update(decision.models)
                 if isinstance(decision, Evict):
-                    for victim in decision.models:
-                        self._unload(victim, False, count=True)
+                    self._evict(decision.models)
                     if self._load(model, config, files, pin=pin or model in self.pinned):
                         return
                     continue  # unloaded again: it did not fit as measured; plan anew
@@ -380,12 +378,19 @@ class Residency:
             )
             excess = self.policy.over_budget()
             self._evicting.update(excess.models)
-        for victim in excess.models:
-            self._unload(victim, False, count=True)
+            # Not servable until it is known to stay: no request may start on a model
+            # that is unloaded again below.
+            self._evicting.add(model)
+        try:
+            self._evict(excess.models)
+        except ServingError:
+            with self._state:
+                self._evicting.discard(model)
+            raise
         with self._state:
             if self.policy.used() <= self.policy.budget:
+                self._evicting.discard(model)
                 return True
-            self._evicting.add(model)
             too_big: TooBig | None = None
             try:
                 self.policy.check_fits(model, measured.size)
@@ -411,6 +416,16 @@ class Residency:
             if declared is not None:
                 return Measurement(declared, "declared")
         return Measurement(size, "measured (rss)", growth)
+
+    def _evict(self, victims: tuple[str, ...]) -> None:
+        """Unload ``victims`` (marked evicting); if one fails, the rest stay resident."""
+        for i, victim in enumerate(victims):
+            try:
+                self._unload(victim, False, count=True)
+            except Unavailable:
+                with self._state:
+                    self._evicting.difference_update(victims[i + 1 :])
+                raise
 
     def _unload(self, model: str, unload_dependents: bool, *, count: bool) -> None:
         """Unload a model already marked evicting (no new request starts on it)."""
