@@ -17,6 +17,7 @@ from ray.serve import Application
 from app.config import AppConfig, ModelDeploymentConfig, check_paths, effective_triton_options
 from app.placement.feasibility import check_cluster_gpus
 from app.placement.packing import check_placement
+from app.residency.pools import resolve_pools
 
 __all__ = ["REPLICA_ENV", "SHUTDOWN_MARGIN_S", "build_app", "deployment_options"]
 
@@ -84,6 +85,7 @@ def build_app(args: dict[str, Any]) -> Application:
     except ValidationError as exc:
         raise ValueError(f"invalid application config: {exc}") from exc
     check_paths(cfg)
+    cfg = resolve_pools(cfg)  # replicas and the router get model names, not globs
     check_placement(cfg)
     if cfg.router.fixed_cluster and ray.is_initialized():  # built on the cluster: ask it
         cfg = check_cluster_gpus(cfg)

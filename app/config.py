@@ -7,6 +7,7 @@ application is built. Every error names the field path at fault.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
 from pathlib import Path
@@ -24,6 +25,7 @@ from pydantic import (
 from app.grpc.config import GrpcConfig
 from app.llm.config import OpenAIModelConfig
 from app.placement.config import GpuMemoryConfig, GpuPoolConfig
+from app.residency.config import ResidencyConfig, is_glob
 from app.router.traffic_config import TrafficRouteConfig, check_traffic
 from app.security.config import SecurityConfig
 from app.triton.tensors import MAX_ELEMENTS
@@ -170,7 +172,9 @@ class ModelDeploymentConfig(_Config):
         pattern=DEPLOYMENT_NAME_PATTERN, description="Serve deployment name (unique)."
     )
     models: list[str] = Field(
-        min_length=1, description="Models this deployment loads; unique across the app."
+        min_length=1,
+        description="Models this deployment serves, unique across the app: names, or "
+        "globs over the repository ('pool-*': every match no other deployment names).",
     )
     num_gpus: float = Field(
         default=0,
@@ -206,6 +210,12 @@ class ModelDeploymentConfig(_Config):
         description="GPU memory the replica's engine needs; its memory share (vLLM "
         "gpu_memory_utilization, TensorRT-LLM kv_cache_free_gpu_mem_fraction) follows num_gpus.",
     )
+    # ---- residency: a pool of models loaded on first request ----
+    residency: ResidencyConfig | None = Field(
+        default=None,
+        description="Load the models on first request (except pinned ones) and evict the "
+        "least recently used when a load would exceed the memory budget.",
+    )
 
     @field_validator("models")
     @classmethod
@@ -216,6 +226,8 @@ class ModelDeploymentConfig(_Config):
                 validate_model_name(name)
             except ValueError as exc:
                 raise ValueError(f"models[{i}]: {exc}") from None
+            if is_glob(name) and name.count("[") != name.count("]"):
+                raise ValueError(f"models[{i}]: glob {name!r} has an unclosed '['")
             if name in seen:
                 raise ValueError(f"models[{i}]: model {name!r} is listed twice")
             seen.add(name)
@@ -228,8 +240,32 @@ class ModelDeploymentConfig(_Config):
     ) -> dict[str, OpenAIModelConfig]:
         models = info.data.get("models") or []
         for name in value:
-            if name not in models:
+            if name not in models and not any(fnmatch.fnmatchcase(name, m) for m in models):
                 raise ValueError(f"openai.{name}: not one of this deployment's models {models}")
+        return value
+
+    @field_validator("residency")
+    @classmethod
+    def _pinned_served(
+        cls, value: ResidencyConfig | None, info: ValidationInfo
+    ) -> ResidencyConfig | None:
+        """Pinned models are names; with globs in ``models`` the check that each is
+        one of the deployment's waits for the repository (``app.residency.pools``)."""
+        if value is None:
+            return value
+        models = info.data.get("models") or []
+        for i, name in enumerate(value.pinned):
+            try:
+                validate_model_name(name)
+            except ValueError as exc:
+                raise ValueError(f"residency.pinned[{i}]: {exc}") from None
+            if is_glob(name):
+                raise ValueError(f"residency.pinned[{i}]: {name!r} is a glob; name the model")
+            if name not in models and not any(is_glob(m) for m in models):
+                raise ValueError(
+                    f"residency.pinned[{i}]: {name!r} is not one of this deployment's "
+                    f"models {models}"
+                )
         return value
 
     @field_validator("num_gpus")
@@ -360,6 +396,8 @@ class AppConfig(_Config):
                 )
             deployment_at[dep.name] = i
             for j, model in enumerate(dep.models):
+                if is_glob(model):  # resolved against the repository where it is built
+                    continue
                 if model in model_at:
                     oi, oj = model_at[model]
                     raise ValueError(
@@ -431,7 +469,7 @@ def check_paths(cfg: AppConfig) -> None:
         )
     for i, dep in enumerate(cfg.deployments):
         for j, model in enumerate(dep.models):
-            if not (root / model).is_dir():
+            if not is_glob(model) and not (root / model).is_dir():
                 raise ValueError(
                     f"deployments[{i}].models[{j}]: model {model!r} has no directory in "
                     f"model_repository {cfg.model_repository!r}"

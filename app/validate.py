@@ -1,9 +1,11 @@
 """``python -m app.validate CONFIG [--gpu-memory-gb G] [--gpus N]``: check a Serve config.
 
-Validates the application's ``args`` as ``AppConfig`` (errors name the field), derives
-each engine's GPU memory share and prints the packing plan. Exit status: 0 when it
-fits, 1 when a share or the packing does not fit (the reason is printed), 2 when the
-config is invalid. Needs neither Ray nor a GPU.
+Validates the application's ``args`` as ``AppConfig`` (errors name the field), resolves
+model pools' globs against a local repository and checks declared model sizes against
+residency budgets, derives each engine's GPU memory share and prints the packing plan
+(skipped when no deployment uses GPUs). Exit status: 0 when it fits, 1 when a share,
+the packing or a pool model does not fit (the reason is printed), 2 when the config
+is invalid. Needs neither Ray nor a GPU.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydantic import ValidationError
 from app.config import AppConfig
 from app.placement.packing import PackingPlan, max_replicas, plan_packing
 from app.placement.shares import PlacementError
+from app.residency.pools import has_globs, oversized_models, resolve_pools
 
 __all__ = ["main", "render_plan"]
 
@@ -113,6 +116,19 @@ def main(argv: list[str] | None = None) -> int:
             cfg = AppConfig.model_validate(args)
         except ValidationError as exc:
             raise _Invalid(f"invalid {label}:\n{_validation_errors(exc)}") from None
+        if has_globs(cfg):
+            try:
+                cfg = resolve_pools(cfg)
+            except ValueError as exc:
+                raise _Invalid(f"invalid {label}: {exc}") from None
+        oversized = oversized_models(cfg)
+        if oversized:
+            print(f"{options.config}: {label} is a valid AppConfig")
+            print("DOES NOT FIT:\n" + "\n".join(f"  {p}" for p in oversized), file=sys.stderr)
+            return 1
+        if not any(d.num_gpus > 0 for d in cfg.deployments):
+            print(f"{options.config}: {label} is a valid AppConfig (no GPUs used)")
+            return 0
         memory = options.gpu_memory_gb or (cfg.gpus.memory_gb if cfg.gpus else None)
         if memory is None or memory <= 0:
             raise _Invalid("GPU memory unknown: pass --gpu-memory-gb or set args.gpus.memory_gb")

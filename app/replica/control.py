@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.config import AppConfig
 from app.contract import LoadCall, UnloadCall
@@ -23,6 +23,9 @@ from app.replica.stub_watch import StubWatch
 from app.state_store import ModelIntent
 from app.triton import Server, TritonError
 
+if TYPE_CHECKING:
+    from app.replica.residency import Residency
+
 __all__ = ["ModelControl"]
 
 log = logging.getLogger(__name__)
@@ -31,7 +34,11 @@ log = logging.getLogger(__name__)
 class ModelControl:
     """Loads ``models`` as ``intents`` say (all of them when there is none), then
     watches their stubs. ``forget_shapes`` drops what the host cached about models,
-    whenever one is loaded or unloaded."""
+    whenever one is loaded or unloaded. Models in ``on_demand`` (a residency pool)
+    are left to ``residency``, set by the host: operators' loads pin them, unloads
+    unpin them; ``pinned_by_operator`` holds those the intents ask loaded at start."""
+
+    residency: Residency | None = None
 
     def __init__(
         self,
@@ -41,6 +48,7 @@ class ModelControl:
         server: Server,
         intents: dict[str, ModelIntent],
         forget_shapes: Callable[[], None],
+        on_demand: frozenset[str] = frozenset(),
     ) -> None:
         self.cfg = cfg
         self.deployment_name = deployment_name
@@ -51,8 +59,17 @@ class ModelControl:
         self._applied: dict[str, int] = {}
         self._load_args: dict[str, tuple[str | None, dict[str, bytes] | None]] = {}
         self._apply_lock = threading.Lock()
+        self.on_demand = on_demand
+        self._generation_lock = threading.Lock()
+        self.pinned_by_operator: dict[str, tuple[str | None, dict[str, bytes] | None]] = {}
         for model in models:
             intent = intents.get(model)
+            if model in on_demand:
+                if intent is not None:
+                    self._applied[model] = intent.generation
+                    if intent.loaded:
+                        self.pinned_by_operator[model] = (intent.config, intent.files)
+                continue
             if intent is not None and not intent.loaded:
                 self._applied[model] = intent.generation
                 continue
@@ -65,6 +82,16 @@ class ModelControl:
     async def load_model(self, call: LoadCall) -> None:
         """Load now (errors reach the caller); ``generation`` is the intent it fulfils."""
         model = call.model
+        residency = self.residency
+        if residency is not None and model in self.on_demand:
+            pin = residency.pin
+            await asyncio.to_thread(
+                self._apply_pool,
+                model,
+                call.generation,
+                lambda: pin(model, call.config, call.files),
+            )
+            return
         await asyncio.to_thread(
             self._apply,
             model,
@@ -74,6 +101,16 @@ class ModelControl:
 
     async def unload_model(self, call: UnloadCall) -> None:
         model = call.model
+        residency = self.residency
+        if residency is not None and model in self.on_demand:
+            unpin = residency.unpin
+            await asyncio.to_thread(
+                self._apply_pool,
+                model,
+                call.generation,
+                lambda: unpin(model, call.unload_dependents),
+            )
+            return
 
         def unload() -> None:
             try:
@@ -89,6 +126,9 @@ class ModelControl:
         """Converge on operators' intents newer than those applied here (reporter thread)."""
         for model, intent in intents.items():
             if model not in self.models or self._applied.get(model, -1) >= intent.generation:
+                continue
+            if self.residency is not None and model in self.on_demand:
+                self._apply_pool_intent(self.residency, model, intent)
                 continue
             if intent.loaded:
                 self._apply(
@@ -111,6 +151,15 @@ class ModelControl:
             stub_failure = self.stubs.why_unavailable(model)
             if stub_failure is not None:
                 state, reason = "UNAVAILABLE", stub_failure
+            residency = self.residency
+            if (
+                residency is not None
+                and model in self.on_demand
+                and state in ("UNAVAILABLE", "")
+                and not stub_failure
+                and reason in ("", "unloaded")
+            ):
+                state, reason = "UNAVAILABLE", residency.reason(model)
             if state == "UNAVAILABLE" and not reason:
                 reason = "unloaded"
             states[model] = {
@@ -131,6 +180,53 @@ class ModelControl:
             self._forget_shapes()
             try:
                 action()
+            finally:
+                self.stubs.snapshot()
+
+    def _apply_pool_intent(self, residency: Residency, model: str, intent: ModelIntent) -> None:
+        def action() -> None:
+            if intent.loaded:
+                residency.pin(model, intent.config, intent.files)
+            else:
+                residency.unpin(model)
+
+        try:
+            self._apply_pool(model, intent.generation, action)
+        except Exception as exc:  # the model's reason says why; the others go on
+            log.error("operator intent for model %s not applied: %s", model, exc)
+
+    def _apply_pool(self, model: str, generation: int, action: Callable[[], None]) -> None:
+        """``_apply`` for pool models: the residency takes the control lock itself
+        (around each load and unload, after choosing what to evict)."""
+        with self._generation_lock:
+            if self._applied.get(model, -1) > generation:
+                return
+            self._applied[model] = generation
+        action()
+
+    def load_for_residency(
+        self, model: str, config: str | None, files: dict[str, bytes] | None
+    ) -> None:
+        """Load a pool model now; raises ``TritonError``."""
+        with self._apply_lock:
+            self._forget_shapes()
+            self._load_args[model] = (config, files)
+            try:
+                config, files = load_overrides(self.cfg, self.deployment_name, model, config, files)
+                keys = load_lock_keys(self.cfg, self.deployment_name)
+                with gpu_load_lock(keys, f"{self.deployment_name}/{model}"):
+                    self.server.load(model, config=config, files=files)
+            finally:
+                self.stubs.snapshot()
+
+    def unload_for_residency(self, model: str, unload_dependents: bool = False) -> None:
+        """Unload a pool model and wait until its stubs are gone; raises ``TritonError``."""
+        with self._apply_lock:
+            self._forget_shapes()
+            try:
+                self.server.unload(
+                    model, unload_dependents=unload_dependents, wait_until_unloaded=True
+                )
             finally:
                 self.stubs.snapshot()
 

@@ -41,28 +41,35 @@ class ModelReplica:
     # ---- inference ----
 
     async def infer(self, call: InferCall) -> InferResult:
-        return await self.kserve.infer(call)
+        async with self.host.use(call.model):
+            return await self.kserve.infer(call)
 
     async def generate(self, call: GenerateCall) -> dict[str, Any]:
-        return await self.kserve.generate(call)
+        async with self.host.use(call.model):
+            return await self.kserve.generate(call)
 
     async def generate_stream(self, call: GenerateCall) -> AsyncIterator[bytes]:
-        async for chunk in self.kserve.generate_stream(call):
-            yield chunk
+        async with self.host.use(call.model):
+            async for chunk in self.kserve.generate_stream(call):
+                yield chunk
 
     async def grpc_infer(self, call: GrpcInferCall) -> bytes:
-        return await self.grpc.grpc_infer(call)
+        async with self.host.use(call.model):
+            return await self.grpc.grpc_infer(call)
 
     async def grpc_stream_infer(self, call: GrpcInferCall) -> AsyncIterator[bytes]:
-        async for chunk in self.grpc.grpc_stream_infer(call):
-            yield chunk
+        async with self.host.use(call.model):
+            async for chunk in self.grpc.grpc_stream_infer(call):
+                yield chunk
 
     async def openai_call(self, call: OpenAICall) -> dict[str, Any]:
-        return await self.openai.openai_call(call)
+        async with self.host.use(call.model):
+            return await self.openai.openai_call(call)
 
     async def openai_stream(self, call: OpenAICall) -> AsyncIterator[bytes]:
-        async for chunk in self.openai.openai_stream(call):
-            yield chunk
+        async with self.host.use(call.model):
+            async for chunk in self.openai.openai_stream(call):
+                yield chunk
 
     # ---- model information and control ----
 
@@ -70,10 +77,12 @@ class ModelReplica:
         return await self.kserve.model_ready(ref)
 
     async def model_metadata(self, ref: ModelRef) -> dict[str, Any]:
-        return await self.kserve.model_metadata(ref)
+        async with self.host.use(ref.model):  # clients ask before their first infer
+            return await self.kserve.model_metadata(ref)
 
     async def model_config(self, ref: ModelRef) -> dict[str, Any]:
-        return await self.kserve.model_config(ref)
+        async with self.host.use(ref.model):  # clients ask before their first infer
+            return await self.kserve.model_config(ref)
 
     async def model_statistics(self, call: StatisticsCall) -> dict[str, Any]:
         return await self.kserve.model_statistics(call)

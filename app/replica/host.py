@@ -7,15 +7,17 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from app.config import AppConfig, ModelDeploymentConfig, effective_triton_options
 from app.errors import BadRequest, NotFound, ServingError, Unavailable, from_triton
 from app.protocol.kserve_v2 import DecodedInferRequest, InputSpec
+from app.replica.affinity import serve_publisher
 from app.replica.control import ModelControl
 from app.replica.reporter import Reporter, ray_get
+from app.replica.residency import Residency
 from app.state_store import ModelIntent, current_app_name, get_state_store
 from app.triton import (
     DataType,
@@ -84,9 +86,29 @@ class ReplicaHost:
             intents: dict[str, ModelIntent] = {}
             with contextlib.suppress(Exception):
                 intents = ray_get(store.intents.remote())
+            pool = self.deployment.residency
             self.control = ModelControl(
-                cfg, deployment_name, self.models, self.server, intents, self._shapes.clear
+                cfg,
+                deployment_name,
+                self.models,
+                self.server,
+                intents,
+                self._shapes.clear,
+                on_demand=frozenset(self.models) if pool is not None else frozenset(),
             )
+            # Models of a pool load on first request (pinned ones now), within its budget.
+            self.residency: Residency | None = None
+            if pool is not None:
+                self.residency = Residency(
+                    self.deployment,
+                    pool,
+                    cfg.model_repository,
+                    self.control,
+                    wait_for_room_s=cfg.router.request_timeout_s,
+                    pinned_by_operator=self.control.pinned_by_operator,
+                    publish=serve_publisher(),
+                )
+                self.control.residency = self.residency
         except BaseException:
             self.server.stop()  # no replica will own it
             raise
@@ -104,6 +126,17 @@ class ReplicaHost:
         if serving:
             self.stubs.raise_if_unavailable(model)
         return parse_version(version)
+
+    @contextlib.asynccontextmanager
+    async def use(self, model: str) -> AsyncIterator[None]:
+        """Around a call that runs ``model``: in a pool, it is loaded first and not
+        evicted until the call ends; elsewhere nothing happens."""
+        residency = self.residency
+        if residency is None or model not in residency.pool:
+            yield
+            return
+        async with residency.use(model):
+            yield
 
     def call(self, fn: Callable[[], T]) -> T:
         """``fn()``, with Triton's errors as ``ServingError``s."""

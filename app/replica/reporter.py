@@ -59,11 +59,17 @@ class Reporter:
         control = self.control
         if not control.server.started:
             return
+        metrics = control.server.metrics()
+        residency = control.residency
+        if residency is not None:
+            residency.remeasure()
+            residency.publish_if_changed()
+            metrics += residency.render_metrics()
         report = ReplicaReport(
             replica_id=self.replica_id,
             deployment=control.deployment_name,
             models=control.model_states(),
-            metrics_text=control.server.metrics(),
+            metrics_text=metrics,
             triton_version=self.triton_version,
         )
         intents: dict[str, ModelIntent] = ray_get(self.store.report.remote(report))

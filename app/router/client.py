@@ -79,9 +79,12 @@ class ReplicaClient:
         self.cfg = cfg
         self.owner = model_owner(cfg)
         self._handles = handles
-        self._methods: dict[tuple[str, str, bool], Any] = {}
+        self._methods: dict[tuple[str, str, bool, str], Any] = {}
         # Deployments found placeable, until when (monotonic): not asked per request.
         self._placeable_until: dict[str, float] = {}
+        # Calls to a pool's models name the model to Serve's router (multiplexed model
+        # id), which prefers replicas that report holding it (``app.replica.affinity``).
+        self.pools = frozenset(d.name for d in cfg.deployments if d.residency is not None)
         self.gates = {
             dep.name: DeploymentGate(*gate_limits(dep, cfg.router.num_replicas))
             for dep in cfg.deployments
@@ -210,13 +213,16 @@ class ReplicaClient:
             raise RequestTimeout(f"model '{model}' did not answer in time") from None
         return gate
 
-    def _method(self, deployment: str, method: str, stream: bool) -> Any:
-        key = (deployment, method, stream)
+    def _method(self, deployment: str, method: str, stream: bool, model: str = "") -> Any:
+        pooled = deployment in self.pools and bool(model)
+        key = (deployment, method, stream, model if pooled else "")
         handle = self._methods.get(key)
         if handle is None:
             options: dict[str, Any] = {"method_name": method}
             if stream:
                 options["stream"] = True
+            if pooled:
+                options["multiplexed_model_id"] = model
             handle = self._handles[deployment].options(**options)
             self._methods[key] = handle
         return handle
@@ -239,7 +245,7 @@ class ReplicaClient:
         gate = await self._admit(deployment, model, name, deadline - loop.time())
         response = None
         try:
-            response = self._method(deployment, name, False).remote(arg)
+            response = self._method(deployment, name, False, model).remote(arg)
             async with asyncio.timeout_at(deadline):
                 return await response
         except asyncio.CancelledError:  # the client went away
@@ -275,7 +281,7 @@ class ReplicaClient:
         gate = await self._admit(deployment, model, name, deadline - loop.time())
         generator = None
         try:
-            generator = self._method(deployment, name, True).remote(arg)
+            generator = self._method(deployment, name, True, model).remote(arg)
             async with asyncio.timeout_at(deadline):
                 first = await generator.__anext__()
         except StopAsyncIteration:

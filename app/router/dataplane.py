@@ -15,6 +15,7 @@ import httpx
 from app.config import AppConfig, model_owner
 from app.llm.config import OpenAIModelConfig
 from app.observability import label_metrics
+from app.residency.config import NOT_LOADED_REASON
 from app.router.repository import RepositoryExtension
 from app.router.traffic import route_state
 from app.router.traffic_client import TrafficClient
@@ -105,10 +106,12 @@ class DataPlane:
             return {}
 
     async def not_ready(self) -> dict[str, str]:
+        """Models that should be READY and are not (a pool's models that are merely
+        not loaded yet load on their first request: the server is ready for them)."""
         return {
             model: state["reason"] or state["state"]
             for model, state in (await self.model_states()).items()
-            if state["state"] != "READY"
+            if state["state"] != "READY" and state["reason"] != NOT_LOADED_REASON
         }
 
     async def triton_metrics(self) -> str:

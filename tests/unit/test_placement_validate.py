@@ -65,7 +65,15 @@ def test_invalid_config_exit_2_naming_the_field(tmp_path: Path) -> None:
 
 def test_missing_gpu_memory_exit_2(tmp_path: Path) -> None:
     bare = tmp_path / "args.yaml"
-    bare.write_text("model_repository: /m\ndeployments: [{name: a, models: [x]}]\n")
+    bare.write_text("model_repository: /m\ndeployments: [{name: a, models: [x], num_gpus: 0.5}]\n")
     result = validate(str(bare))
     assert result.returncode == 2
     assert "pass --gpu-memory-gb" in result.stderr
+
+
+def test_no_gpu_deployment_needs_no_gpu_memory(tmp_path: Path) -> None:
+    bare = tmp_path / "args.yaml"
+    bare.write_text("model_repository: /m\ndeployments: [{name: a, models: [x]}]\n")
+    result = validate(str(bare))
+    assert result.returncode == 0, result.stderr
+    assert "no GPUs used" in result.stdout

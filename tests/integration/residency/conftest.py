@@ -1,0 +1,123 @@
+"""A real Ray cluster serving a pool of eight generated CPU models (``pool-00`` ..
+``pool-07``, ~40-90 MiB each as measured) in a 0.2 GiB budget that holds about three,
+``pool-00`` pinned; plus ``huge`` (declares 1 GiB) and ``broken`` (fails to load)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import ray
+from ray import serve
+
+from app.builders import build_app
+from bench.longtail_models import write_repository
+from tests.integration.serve.conftest import _free_port
+
+APP_NAME = "residency"
+BUDGET_GB = 0.2
+MIN_RESIDENT_S = 0.0
+
+
+def pool_args(repository: Path) -> dict[str, Any]:
+    return {
+        "model_repository": str(repository),
+        "triton": {"log_info": False},
+        "router": {"num_cpus": 0.1, "request_timeout_s": 60},
+        "deployments": [
+            {
+                "name": "pool",
+                "models": ["pool-*", "huge", "broken"],
+                "num_cpus": 0.25,
+                "residency": {
+                    "memory_budget_gb": BUDGET_GB,
+                    "pinned": ["pool-00"],
+                    "min_resident_s": MIN_RESIDENT_S,
+                },
+            }
+        ],
+    }
+
+
+@pytest.fixture(scope="package")
+def pool_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pool") / "repository"
+    write_repository(root, count=8)
+    huge = root / "huge"
+    shutil.copytree(root / "pool-01", huge)
+    config = (huge / "config.pbtxt").read_text().replace('"pool-01"', '"huge"')
+    config += 'parameters { key: "declared_memory_bytes" value: { string_value: "1073741824" } }\n'
+    (huge / "config.pbtxt").write_text(config)
+    broken = root / "broken"
+    shutil.copytree(root / "pool-02", broken)
+    (broken / "config.pbtxt").write_text(
+        (broken / "config.pbtxt").read_text().replace('"pool-02"', '"broken"')
+    )
+    model = broken / "1" / "model.py"
+    model.write_text(
+        model.read_text().replace(
+            "        parameters = json.loads",
+            "        raise RuntimeError('weights are missing')\n        parameters = json.loads",
+        )
+    )
+    return root
+
+
+@pytest.fixture(scope="package")
+def pool_url(pool_repository: Path) -> Iterator[str]:
+    port = _free_port()
+    ray.init(address="local", num_cpus=4, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve._run(build_app(pool_args(pool_repository)), _blocking=False, name=APP_NAME)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/v2/health/ready", timeout=10).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError("the pool application did not become ready")
+            time.sleep(1)
+        yield url
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def infer(
+    url: str, model: str, value: float = 1.0, timeout: float = 120, delay_ms: int = 0
+) -> httpx.Response:
+    body: dict[str, Any] = {
+        "inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [1], "data": [value]}]
+    }
+    if delay_ms:
+        body["parameters"] = {"delay_ms": delay_ms}
+    return httpx.post(f"{url}/v2/models/{model}/infer", json=body, timeout=timeout)
+
+
+def metric(url: str, name: str) -> float:
+    """Sum of a metric's samples over replicas, from the router's /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    pattern = re.compile(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", re.MULTILINE)
+    return sum(float(v) for v in pattern.findall(text))
+
+
+def index(url: str) -> dict[str, dict[str, Any]]:
+    entries = httpx.post(f"{url}/v2/repository/index", json={}, timeout=10).json()
+    return {e["name"]: e for e in entries}
+
+
+def wait_for(predicate: Any, timeout: float = 20, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
