@@ -2,7 +2,7 @@
 
 Run with ``python -m bench.longtail`` (about 5 minutes on 2 cores with the defaults).
 It starts the stack in this process (Ray with 4 logical CPUs) on a repository of
-``--models`` generated CPU models (``bench/longtail_models.py``) with two deployments:
+``--models`` generated CPU models (``tests/support/longtail_models.py``) with two deployments:
 ``pool`` (every model, ``residency`` with ``--budget-gb`` and ``pool-00`` pinned) and
 ``always`` (a copy of ``pool-00``, a plain deployment), then:
 
@@ -29,14 +29,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import random
 import re
 import shutil
 import statistics
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,71 +42,17 @@ from typing import Any
 
 import httpx
 
-from bench.longtail_models import model_name, payload_mb, write_repository
+from tests.support.longtail_models import model_name, payload_mb, write_repository
+from tests.support.longtail_traffic import (
+    bytes_lru_hits,
+    count_lru_hits,
+    count_lru_peak_bytes,
+    zipf_trace,
+)
 
-__all__ = ["bytes_lru_hits", "count_lru_hits", "count_lru_peak_bytes", "main", "zipf_trace"]
+__all__ = ["main"]
 
 MiB = 1 << 20
-
-
-def zipf_trace(models: int, requests: int, s: float, seed: int) -> list[int]:
-    """Model indices of ``requests`` requests, Zipf(s) over a shuffled popularity order."""
-    rng = random.Random(seed)
-    order = list(range(models))
-    rng.shuffle(order)
-    weights = [1.0 / (rank + 1) ** s for rank in range(models)]
-    return [order[r] for r in rng.choices(range(models), weights=weights, k=requests)]
-
-
-def count_lru_hits(trace: Sequence[int], capacity: int, pinned: frozenset[int]) -> int:
-    """Hits of an LRU cache holding ``capacity`` models (pinned ones count, never leave)."""
-    cache: OrderedDict[int, None] = OrderedDict((p, None) for p in pinned)
-    hits = 0
-    for model in trace:
-        if model in cache:
-            hits += 1
-            cache.move_to_end(model)
-            continue
-        cache[model] = None
-        while len(cache) > max(capacity, len(pinned) + 1):
-            victim = next(m for m in cache if m not in pinned)
-            del cache[victim]
-    return hits
-
-
-def count_lru_peak_bytes(
-    trace: Sequence[int], capacity: int, pinned: frozenset[int], sizes: dict[int, int]
-) -> int:
-    """The most bytes the count-bounded cache holds at once (it does not look at sizes)."""
-    cache: OrderedDict[int, None] = OrderedDict((p, None) for p in pinned)
-    peak = 0
-    for model in trace:
-        cache[model] = None
-        cache.move_to_end(model)
-        while len(cache) > max(capacity, len(pinned) + 1):
-            del cache[next(m for m in cache if m not in pinned)]
-        peak = max(peak, sum(sizes[m] for m in cache))
-    return peak
-
-
-def bytes_lru_hits(
-    trace: Sequence[int], sizes: dict[int, int], budget: int, pinned: frozenset[int]
-) -> int:
-    """Hits of an LRU cache bounded by the models' bytes (pinned ones never leave)."""
-    cache: OrderedDict[int, None] = OrderedDict((p, None) for p in pinned)
-    hits = 0
-    for model in trace:
-        if model in cache:
-            hits += 1
-            cache.move_to_end(model)
-            continue
-        if sizes[model] + sum(sizes[p] for p in pinned) > budget:
-            continue  # refused: never fits
-        cache[model] = None
-        while sum(sizes[m] for m in cache) > budget:
-            victim = next(m for m in cache if m not in pinned)
-            del cache[victim]
-    return hits
 
 
 def _percentile(values: Sequence[float], q: float) -> float:

@@ -18,8 +18,8 @@ import ray
 from ray import serve
 
 from app.builders import build_app
-from bench.longtail_models import write_repository
 from tests.integration.serve.conftest import _free_port
+from tests.support.longtail_models import write_repository
 
 APP_NAME = "residency"
 BUDGET_GB = 0.2

@@ -16,9 +16,9 @@ import pytest
 from ray import serve
 
 from app.builders import build_app
-from bench.longtail import zipf_trace
-from bench.longtail_models import ROOT
 from tests.integration.residency.conftest import metric, wait_for
+from tests.support.longtail_models import ROOT
+from tests.support.longtail_traffic import zipf_trace
 
 APP = "residency-zipf"
 PREFIX = "/zipf"

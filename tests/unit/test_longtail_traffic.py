@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-from bench.longtail import bytes_lru_hits, count_lru_hits, count_lru_peak_bytes, zipf_trace
+from tests.support.longtail_traffic import (
+    bytes_lru_hits,
+    count_lru_hits,
+    count_lru_peak_bytes,
+    zipf_trace,
+)
 
 
 def test_zipf_trace_is_skewed_and_reproducible() -> None:
