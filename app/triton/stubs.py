@@ -2,9 +2,9 @@
 
 Triton does not restart a stub that died (SIGKILL, OOM): every later request to its
 model fails with "Stub process '<instance>' is not healthy", and a decoupled request
-in flight never completes, while the model still reports READY (the Triton versions
-this was seen on are in README, "Measured behaviour of Triton"). So a server's owner
-watches its stubs to find out (see ``ModelReplica``).
+in flight never completes, while the model still reports READY (README, "Measured
+behaviour of Triton and Serve", names the versions). So a server's owner watches its
+stubs to find out (see ``ModelReplica``).
 """
 
 from __future__ import annotations
