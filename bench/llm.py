@@ -32,20 +32,24 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench._load import load_before, print_totals
-from bench._standalone import StandaloneTriton, find_free_port
+from app.protocol.kserve_v2_client import generate_event_tokens
+from bench.common.measure import percentile
+from bench.common.paths import MODEL_REPOSITORY
+from bench.common.report import load_before, print_totals, verdict
+from bench.common.serve_app import serve_app
+from bench.common.standalone import StandaloneTriton
 
-REPO = Path(__file__).resolve().parent.parent / "model_repository"
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 
 
 @dataclass
-class Cell:
+class StreamCell:
+    """Streams of one target at one concurrency: their tokens and token timings."""
+
     target: str
     concurrency: int
     requests: int = 0
@@ -60,17 +64,10 @@ class Cell:
         return self.tokens / self.seconds if self.seconds else 0.0
 
     def ttft(self, q: float) -> float:
-        return _percentile(self.ttft_ms, q)
+        return percentile(sorted(self.ttft_ms), q)
 
     def itl(self) -> float:
         return statistics.median(self.itl_ms) if self.itl_ms else float("nan")
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def triton_body(max_tokens: int) -> dict[str, Any]:
@@ -97,17 +94,8 @@ async def _events(
                 yield json.loads(line[6:])
 
 
-def event_tokens(event: dict[str, Any]) -> int:
-    """Tokens one generate_stream event carries: the engine's ``num_output_tokens``
-    when it returns one (vLLM), else one per event with text (the TensorRT-LLM
-    ensemble returns no count; it streams one response per generated token)."""
-    if "num_output_tokens" in event:
-        return int(event["num_output_tokens"])
-    return 1 if event.get("text_output") else 0
-
-
 async def _one_triton(
-    client: httpx.AsyncClient, url: str, body: dict[str, Any], cell: Cell
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], cell: StreamCell
 ) -> None:
     started = time.perf_counter()
     first = last = None
@@ -115,7 +103,7 @@ async def _one_triton(
     async for event in _events(client, url, body):
         if "error" in event:
             raise RuntimeError(event["error"])
-        count = event_tokens(event)
+        count = generate_event_tokens(event)
         if count:
             now = time.perf_counter()
             first = first if first is not None else now
@@ -124,7 +112,9 @@ async def _one_triton(
     _record(cell, started, first, last, tokens)
 
 
-async def _one_vllm(client: httpx.AsyncClient, url: str, body: dict[str, Any], cell: Cell) -> None:
+async def _one_vllm(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], cell: StreamCell
+) -> None:
     started = time.perf_counter()
     first = last = None
     tokens = 0
@@ -138,7 +128,9 @@ async def _one_vllm(client: httpx.AsyncClient, url: str, body: dict[str, Any], c
     _record(cell, started, first, last, tokens)
 
 
-def _record(cell: Cell, started: float, first: float | None, last: float | None, n: int) -> None:
+def _record(
+    cell: StreamCell, started: float, first: float | None, last: float | None, n: int
+) -> None:
     if first is None or last is None or n == 0:
         raise RuntimeError("the stream carried no tokens")
     cell.requests += 1
@@ -150,7 +142,7 @@ def _record(cell: Cell, started: float, first: float | None, last: float | None,
 
 async def measure(
     target: str, url: str, concurrency: int, duration_s: float, max_tokens: int
-) -> Cell:
+) -> StreamCell:
     """``concurrency`` clients back to back for ``duration_s`` after one warm-up each."""
     if target == "vllm":
         one, body = (
@@ -167,13 +159,13 @@ async def measure(
         )
     else:
         one, body = _one_triton, triton_body(max_tokens)
-    cell = Cell(target, concurrency)
+    cell = StreamCell(target, concurrency)
     limits = httpx.Limits(max_connections=concurrency + 4)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
         if target == "vllm":
             models = (await client.get(url.replace("/completions", "/models"))).json()
             body["model"] = models["data"][0]["id"]
-        warm = Cell(target, concurrency)
+        warm = StreamCell(target, concurrency)
         await asyncio.gather(*(one(client, url, body, warm) for _ in range(concurrency)))
         deadline = time.perf_counter() + duration_s
 
@@ -191,7 +183,7 @@ async def measure(
     return cell
 
 
-def run_cells(target: str, url: str, args: argparse.Namespace) -> list[Cell]:
+def run_cells(target: str, url: str, args: argparse.Namespace) -> list[StreamCell]:
     cells = []
     for c in args.concurrency:
         cell = asyncio.run(measure(target, url, c, args.duration, args.max_tokens))
@@ -205,63 +197,37 @@ def run_cells(target: str, url: str, args: argparse.Namespace) -> list[Cell]:
     return cells
 
 
-def stack_cells(args: argparse.Namespace) -> list[Cell]:
+def stack_cells(args: argparse.Namespace) -> list[StreamCell]:
     if args.stack_url:
         return run_cells("stack", f"{args.stack_url}/v2/models/{args.model}/generate_stream", args)
-    import ray
-    from ray import serve
-
-    from app.builders import build_app
-
-    port = find_free_port()
-    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        config = {
-            "model_repository": str(REPO),
-            "triton": {"log_info": False},
-            "deployments": [
-                {
-                    "name": args.model,
-                    "models": [args.model],
-                    "num_gpus": 0.5,
-                    "num_cpus": 1,
-                    "max_ongoing_requests": 256,
-                },
-            ],
-            "router": {"max_ongoing_requests": 512},
-        }
-        serve._run(build_app(config), _blocking=False, name="bench-llm")
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(f"{url}/v2/models/{args.model}/ready", timeout_s=300)
+    config = {
+        "model_repository": str(MODEL_REPOSITORY),
+        "triton": {"log_info": False},
+        "deployments": [
+            {
+                "name": args.model,
+                "models": [args.model],
+                "num_gpus": 0.5,
+                "num_cpus": 1,
+                "max_ongoing_requests": 256,
+            },
+        ],
+        "router": {"max_ongoing_requests": 512},
+    }
+    with serve_app(config, "bench-llm", args.model) as url:
         return run_cells("stack", f"{url}/v2/models/{args.model}/generate_stream", args)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
-def _wait_ready(url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url} not ready after {timeout_s} s")
-
-
-def standalone_cells(args: argparse.Namespace) -> list[Cell]:
+def standalone_cells(args: argparse.Namespace) -> list[StreamCell]:
     if args.standalone_url:
         url = f"{args.standalone_url}/v2/models/{args.model}/generate_stream"
         return run_cells("standalone", url, args)
-    with StandaloneTriton(REPO, [args.model]) as server:
+    with StandaloneTriton(MODEL_REPOSITORY, [args.model]) as server:
         url = f"http://127.0.0.1:{server.http_port}/v2/models/{args.model}/generate_stream"
         return run_cells("standalone", url, args)
 
 
-def render(results: dict[str, list[Cell]]) -> None:
+def render(results: dict[str, list[StreamCell]]) -> None:
     base = {c.concurrency: c for c in results["standalone"]}
     print(
         "\n| target | concurrency | tokens/s | x standalone | TTFT p50 ms | TTFT p99 ms "
@@ -285,8 +251,8 @@ def render(results: dict[str, list[Cell]]) -> None:
         ok_ttft = cell.ttft(0.5) - ref.ttft(0.5) <= 5.0
         print(
             f"  c={c}: tokens/s {cell.tokens_per_s / ref.tokens_per_s:.1%} of standalone "
-            f"{'PASS' if ok_rate else 'MISS'}; TTFT p50 {cell.ttft(0.5) - ref.ttft(0.5):+.1f} ms "
-            f"{'PASS' if ok_ttft else 'MISS'}"
+            f"{verdict(ok_rate)}; TTFT p50 {cell.ttft(0.5) - ref.ttft(0.5):+.1f} ms "
+            f"{verdict(ok_ttft)}"
         )
 
 

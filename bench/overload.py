@@ -27,20 +27,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
-from bench._load import load_before, print_totals
-from bench._standalone import find_free_port
+from app.protocol.kserve_v2_client import encode_infer_request
+from app.triton.tensors import DataType
+from bench.common.measure import percentile
+from bench.common.paths import MODEL_REPOSITORY
+from bench.common.report import load_before, print_totals, progress, verdict
+from bench.common.serve_app import serve_app
 
-MODEL_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 LEVELS = (0.5, 1.0, 1.5, 2.0, 3.0)
 TARGET_RATIO = 0.9
 SHED = (429, 503)
@@ -71,15 +72,13 @@ class LevelResult:
         return self.sent - self.statuses.get(200, 0) - sum(self.statuses.get(s, 0) for s in SHED)
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return percentile(sorted(self.latencies_ms), q)
 
 
 def request_body(delay_ms: int) -> bytes:
-    tensor = {"name": "INPUT_FP32", "shape": [1, 16], "datatype": "FP32", "data": [1.0] * 16}
-    return json.dumps({"inputs": [tensor], "parameters": {"delay_ms": delay_ms}}).encode()
+    tensor = ("INPUT_FP32", DataType.FP32, np.ones((1, 16), np.float32))
+    body, _ = encode_infer_request([tensor], binary=False, parameters={"delay_ms": delay_ms})
+    return body
 
 
 async def _send(client: httpx.AsyncClient, url: str, body: bytes, out: LevelResult) -> None:
@@ -148,33 +147,8 @@ def stack_args(max_ongoing: int, max_queued: int) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def local_stack(args: argparse.Namespace) -> Iterator[str]:
-    import ray
-    from ray import serve
-
-    from app.builders import build_app
-
-    port = find_free_port()
-    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        app = build_app(stack_args(args.max_ongoing, args.max_queued))
-        serve._run(app, _blocking=False, name="overload")
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v2/models/echo/ready", timeout=5).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError("echo did not become ready")
-            time.sleep(0.5)
-        yield url
-    finally:
-        with contextlib.suppress(Exception):
-            serve.shutdown()
-        ray.shutdown()
+def local_stack(args: argparse.Namespace) -> contextlib.AbstractContextManager[str]:
+    return serve_app(stack_args(args.max_ongoing, args.max_queued), "overload", "echo")
 
 
 def print_table(capacity: float, results: list[LevelResult]) -> bool:
@@ -192,7 +166,7 @@ def print_table(capacity: float, results: list[LevelResult]) -> bool:
     ok = ratio >= TARGET_RATIO
     print(
         f"\ngoodput at 3x / goodput at 1x = {ratio:.2f} "
-        f"(target >= {TARGET_RATIO:.2f}): {'PASS' if ok else 'MISS'}"
+        f"(target >= {TARGET_RATIO:.2f}): {verdict(ok)}"
     )
     return ok
 
@@ -206,17 +180,13 @@ async def run(url: str, args: argparse.Namespace) -> tuple[float, list[LevelResu
         capacity = await measure_capacity(
             client, infer_url, body, 2 * args.max_ongoing, args.capacity_s
         )
-        print(f"capacity: {capacity:.1f} req/s", file=sys.stderr, flush=True)
+        progress(f"capacity: {capacity:.1f} req/s")
         results = []
         for multiple in LEVELS:
             result = await offer(
                 client, infer_url, body, multiple * capacity, args.level_s, multiple
             )
-            print(
-                f"{multiple:g}x: goodput {result.goodput:.1f}, statuses {result.statuses}",
-                file=sys.stderr,
-                flush=True,
-            )
+            progress(f"{multiple:g}x: goodput {result.goodput:.1f}, statuses {result.statuses}")
             results.append(result)
             await asyncio.sleep(1.0)  # let queues drain between levels
     return capacity, results

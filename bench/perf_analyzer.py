@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from bench.common.paths import REPO_ROOT
+
 PERF_VENV = Path(os.environ.get("PERF_VENV") or REPO_ROOT / "bench" / ".venv-perf")
 CUDART_GLOB = "lib/python3*/site-packages/nvidia/cuda_runtime/lib/libcudart.so.12"
 UNSTABLE = "Failed to obtain stable measurement"
@@ -91,7 +92,7 @@ def input_data(model: str) -> dict[str, Any]:
     echo: INPUT_FP32 of 16 values (its inputs are optional and its dims dynamic, so
     only this one is sent, with an explicit shape); minilm: one sentence as TEXT.
     """
-    from bench._client import ECHO_SHAPE, EMBED_TEXT, echo_values
+    from bench.stack_client import ECHO_SHAPE, EMBED_TEXT, echo_values
 
     if model == "echo":
         tensor = {"content": echo_values(), "shape": list(ECHO_SHAPE[1:])}

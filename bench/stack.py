@@ -2,7 +2,7 @@
 
 Run with ``make bench-tools && make bench-stack`` (or ``python -m bench.stack``;
 ``--quick`` for a smoke run, ~4 min). One run starts both targets, one after the other,
-serving the same ``model_repository`` (``bench._targets``):
+serving the same ``model_repository`` (``bench.stack_targets``):
 
 - **stack**: Ray started in this process, the applications of ``--stack-config``
   (default ``serve_configs/local.yaml`` with two logical GPUs, as ``make serve``),
@@ -19,8 +19,8 @@ its runs the bench reads the CPU time of every process of the target from ``/pro
 (``bench.hop_cpu``) and Triton's count of served requests, which gives CPU per request
 by hop: Serve's proxy, the router replica, the model's replica, its Triton stubs, the
 rest of Ray, and their total; for standalone ``tritonserver`` and its stubs. Then the
-project's own Python client (``bench._client``, HTTP) measures the same cells again, as
-a secondary figure. The report (``bench._report``) ends with the data path's goals, PASS or
+project's own Python client (``bench.stack_client``, HTTP) measures the same cells again, as
+a secondary figure. The report (``bench.stack_report``) ends with the data path's goals, PASS or
 FAIL per line; the results go to ``bench/out/stack-<time>.json`` (``--json``).
 
 ``--serve-env KEY=VALUE`` (repeatable) sets Ray Serve's request-path flags, such as
@@ -44,10 +44,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import _targets, perf_analyzer
-from bench._client import ClientJob, ModelResult, build_request, check_target, run_client
-from bench._load import load_before, print_totals
-from bench._report import (
+from bench import perf_analyzer
+from bench import stack_targets as targets
+from bench.common.paths import MODEL_REPOSITORY, OUT_DIR, REPO_ROOT
+from bench.common.report import load_before, print_totals, progress
+from bench.hop_cpu import HopProbe
+from bench.stack_client import ClientJob, ModelResult, build_request, check_target, run_client
+from bench.stack_report import (
     PerfCell,
     check_goals,
     goal_lines,
@@ -56,10 +59,7 @@ from bench._report import (
     perf_tables,
     ratio_table,
 )
-from bench.hop_cpu import HopProbe
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-OUT_DIR = REPO_ROOT / "bench" / "out"
 MODELS = ("echo", "minilm")
 TARGETS = ("stack", "standalone")
 PROTOCOLS = ("http", "grpc")
@@ -81,25 +81,23 @@ class Settings:
     duration_s: float
     client: str
     loop: str
-    stack: _targets.StackOptions
+    stack: targets.StackOptions
 
 
 def _progress(cell: PerfCell) -> None:
     note = "" if cell.stable else "  (unstable)"
     if cell.error and not cell.rps:
         note = f"  FAILED: {cell.error}"
-    print(
+    progress(
         f"  {cell.target:<10} {cell.model:<6} {cell.protocol:<4} c={cell.concurrency:<3} "
         f"{cell.rps:>8.1f} rps  p50 {cell.p50_ms:8.2f} ms  p99 {cell.p99_ms:8.2f} ms  "
         f"CPU/req total {cell.ms_per_request('total'):6.2f} ms  "
-        f"client {cell.client_ms_per_request:5.2f} ms{note}",
-        file=sys.stderr,
-        flush=True,
+        f"client {cell.client_ms_per_request:5.2f} ms{note}"
     )
 
 
 def perf_cell(
-    target: _targets.Target,
+    target: targets.Target,
     tool: perf_analyzer.Tool,
     model: str,
     protocol: str,
@@ -110,13 +108,13 @@ def perf_cell(
     """One perf_analyzer run, with the CPU of each hop and the requests served."""
     address = target.http_address if protocol == "http" else target.grpc_address
     probe = HopProbe(target.hops(model))
-    before = _targets.success_count(target.http_url, model)
+    before = targets.success_count(target.http_url, model)
     probe.start()
     result = perf_analyzer.run_cell(
         tool, model, protocol, address, concurrency, data, settings.perf
     )
     cpu = probe.stop()
-    served = _targets.success_count(target.http_url, model) - before
+    served = targets.success_count(target.http_url, model) - before
     cell = PerfCell(
         target=target.name,
         model=model,
@@ -138,7 +136,7 @@ def perf_cell(
 
 
 def measure(
-    target_cm: contextlib.AbstractContextManager[_targets.Target],
+    target_cm: contextlib.AbstractContextManager[targets.Target],
     settings: Settings,
     tool: perf_analyzer.Tool | None,
     inputs: dict[str, Path],
@@ -270,7 +268,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     env = {**os.environ, **dict(args.serve_env)}
     if args.stack_endpoint == "direct" and env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
         parser.error("with RAY_SERVE_ENABLE_HA_PROXY=1, HAProxy is the stack's endpoint: use proxy")
-    if args.stack_endpoint == "direct" and not _targets.direct_ingress_on(env):
+    if args.stack_endpoint == "direct" and not targets.direct_ingress_on(env):
         parser.error(
             "--stack-endpoint direct needs direct ingress: --serve-env "
             "RAY_SERVE_ENABLE_DIRECT_INGRESS=1 (or RAY_SERVE_THROUGHPUT_OPTIMIZED=1)"
@@ -288,7 +286,7 @@ def _available(models: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     kept: list[str] = []
     skipped: dict[str, str] = {}
     for model in models:
-        config = _targets.MODEL_REPOSITORY / model / "config.pbtxt"
+        config = MODEL_REPOSITORY / model / "config.pbtxt"
         if config.is_file():
             kept.append(model)
         else:
@@ -302,7 +300,7 @@ def _stage(name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        print(f"({name}: {time.monotonic() - started:.1f} s)", file=sys.stderr, flush=True)
+        progress(f"({name}: {time.monotonic() - started:.1f} s)")
 
 
 def _settings(args: argparse.Namespace, models: list[str]) -> Settings:
@@ -321,10 +319,10 @@ def _settings(args: argparse.Namespace, models: list[str]) -> Settings:
         duration_s=args.duration,
         client=args.client,
         loop=args.client_loop,
-        stack=_targets.StackOptions(
+        stack=targets.StackOptions(
             config=args.stack_config,
             num_gpus=args.num_gpus,
-            serve_env=_targets.serve_env_with_defaults(dict(args.serve_env)),
+            serve_env=targets.serve_env_with_defaults(dict(args.serve_env)),
             endpoint=args.stack_endpoint,
         ),
     )
@@ -374,11 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs: dict[str, dict[str, list[float]]] = {}
     for index, name in enumerate(args.targets):
         if index:
-            time.sleep(_targets.SETTLE_S)
+            time.sleep(targets.SETTLE_S)
         cm = (
-            _targets.stack(settings.stack, models)
-            if name == "stack"
-            else _targets.standalone(models)
+            targets.stack(settings.stack, models) if name == "stack" else targets.standalone(models)
         )
         with _stage(name):
             cells, results, outputs[name] = measure(cm, settings, tool, inputs, meta)

@@ -7,14 +7,14 @@ deployment's method named like each RPC with the request message and a
 requests and answers with an async generator. The methods here are mixed into
 ``Router``, so one router replica serves HTTP and gRPC with the same data plane.
 
-Why Serve's proxy and not a gRPC server of our own: Ray 2.60's proxy carries
-unary, server-streaming and bidirectional RPCs (each client message reaches the
-replica as it is sent; responses stream back as they are yielded) and needs no
-``application`` metadata when one application runs, so ``tritonclient.grpc``
-works unchanged. Measured on this stack: a ``ServerLive`` round trip of ~6 ms,
-streamed responses arriving as they are produced, statuses set on
-``grpc_context`` reaching the client. The one obstacle, tritonclient's messages
-not pickling, is solved in ``app.grpc.servicer``.
+Why Serve's proxy and not a gRPC server of our own: the proxy carries unary,
+server-streaming and bidirectional RPCs (each client message reaches the replica
+as it is sent; responses stream back as they are yielded), sets the statuses a
+replica puts on ``grpc_context``, and needs no ``application`` metadata when one
+application runs, so ``tritonclient.grpc`` works unchanged and no second server
+has to be run, secured and scaled beside Serve's (the measured round trip is in
+README). The one obstacle, tritonclient's messages not pickling, is solved in
+``app.grpc.servicer``.
 
 Errors are answered as the HTTP routes answer them (same checks, same
 ``ServingError``), with the gRPC status of ``app.grpc.status``; on

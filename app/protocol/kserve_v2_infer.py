@@ -29,6 +29,7 @@ from app.protocol.kserve_v2_models import (
 )
 from app.protocol.kserve_v2_tensors import (
     DecodedInput,
+    array_to_binary,
     array_to_json,
     binary_to_array,
     check_parameter,
@@ -36,7 +37,7 @@ from app.protocol.kserve_v2_tensors import (
     json_to_array,
     parse_datatype,
 )
-from app.triton.tensors import DataType, serialize_bytes_tensor
+from app.triton.tensors import DataType
 
 __all__ = [
     "HEADER_LENGTH_HEADER",
@@ -313,12 +314,6 @@ def decode_infer_request(
     )
 
 
-def _binary(datatype: DataType, array: npt.NDArray[Any]) -> bytes:
-    if datatype is DataType.BYTES:
-        return serialize_bytes_tensor(array)
-    return np.ascontiguousarray(array, dtype=datatype.numpy_dtype).tobytes()
-
-
 def encode_infer_response(
     model_name: str,
     model_version: str | int | None,
@@ -354,7 +349,7 @@ def encode_infer_response(
         binary = binary_outputs if isinstance(binary_outputs, bool) else name in binary_outputs
         data = None if binary else array_to_json(datatype, array)
         if data is None:
-            raw = _binary(datatype, array)
+            raw = array_to_binary(datatype, array)
             entry["parameters"] = {"binary_data_size": len(raw)}
             if raw:
                 blobs.append(raw)

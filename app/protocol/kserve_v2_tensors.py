@@ -19,10 +19,17 @@ import numpy.typing as npt
 
 from app.errors import BadRequest
 from app.protocol.kserve_v2_models import ParameterValue
-from app.triton.tensors import DataType, Tensor, deserialize_bytes_tensor, element_count
+from app.triton.tensors import (
+    DataType,
+    Tensor,
+    deserialize_bytes_tensor,
+    element_count,
+    serialize_bytes_tensor,
+)
 
 __all__ = [
     "DecodedInput",
+    "array_to_binary",
     "array_to_json",
     "binary_to_array",
     "check_parameter",
@@ -289,3 +296,11 @@ def array_to_json(datatype: DataType, array: npt.NDArray[Any]) -> list[Any] | No
     if flat.dtype != np_dtype:
         flat = flat.astype(np_dtype)
     return flat.tolist()  # type: ignore[no-any-return]
+
+
+def array_to_binary(datatype: DataType, array: npt.NDArray[Any]) -> bytes:
+    """A tensor's segment in the binary extension: raw little-endian elements, or
+    Triton's length-prefixed encoding for BYTES."""
+    if datatype is DataType.BYTES:
+        return serialize_bytes_tensor(array)
+    return np.ascontiguousarray(array, dtype=datatype.numpy_dtype).tobytes()

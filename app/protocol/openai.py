@@ -23,7 +23,6 @@ __all__ = [
     "EmbeddingRequest",
     "SamplingFields",
     "StreamOptions",
-    "Usage",
     "completion_id",
     "parse_openai_body",
     "sse_data",
@@ -222,12 +221,6 @@ class EmbeddingRequest(_Body):
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
-
-
-class Usage(_Body):
-    prompt_tokens: int
-    completion_tokens: int = 0
-    total_tokens: int
 
 
 def parse_openai_body(model_class: type[_Request], body: bytes) -> _Request:

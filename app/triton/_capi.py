@@ -1,4 +1,5 @@
-"""ctypes binding of the control-path part of ``tritonserver.h`` (C API 1.x, 1.34 in Triton 2.51).
+"""ctypes binding of the control-path part of ``tritonserver.h`` (C API 1.x, at least
+``REQUIRED_API``, checked when the library is loaded).
 
 Only what the engine calls is declared. The request hot path is in ``_shim.c``;
 everything here runs rarely (create, load, metadata, statistics).

@@ -14,7 +14,7 @@ import itertools
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -23,13 +23,19 @@ from app.triton import _shim
 from app.triton.errors import TritonError, UnavailableError, error_from_code
 from app.triton.tensors import DataType, Tensor, deserialize_bytes_tensor, element_count
 
-if TYPE_CHECKING:
-    from app.triton.server import Server
-
-__all__ = ["AsyncResponseIterator", "InferenceRequest", "InferenceResponse"]
+__all__ = ["AsyncResponseIterator", "InferenceRequest", "InferenceResponse", "ServerHandle"]
 
 ParameterValue = str | int | float | bool
 InputValue = Tensor | npt.NDArray[Any] | Sequence[Any]
+
+
+class ServerHandle(Protocol):
+    """What inference needs of a server (``app.triton.server.Server``): the address of
+    its ``TRITONSERVER_Server``. Streams keep a weak reference to it, so a stopped
+    server can end exactly its own requests."""
+
+    def handle(self) -> int: ...
+
 
 _NUMERIC_CODES: dict[np.dtype[Any], int] = {
     dt.numpy_dtype: int(dt) for dt in DataType if dt not in (DataType.INVALID, DataType.BYTES)
@@ -105,7 +111,7 @@ class _Stream:
 
     __slots__ = ("done", "items", "model_name", "server_ref", "waiter")
 
-    def __init__(self, server: Server, model_name: str) -> None:
+    def __init__(self, server: ServerHandle, model_name: str) -> None:
         self.items: collections.deque[Any] = collections.deque()
         self.waiter: asyncio.Future[None] | None = None
         self.done = False
@@ -138,7 +144,7 @@ class _Dispatcher:
             if stream is not None:
                 stream.push(item)
 
-    def fail_server(self, server: Server, error: TritonError) -> None:
+    def fail_server(self, server: ServerHandle, error: TritonError) -> None:
         """End every open stream of ``server`` (it stopped; Triton will not answer)."""
         self._on_readable()  # deliver what Triton completed before it stopped
         for key, stream in list(self.streams.items()):
@@ -146,7 +152,7 @@ class _Dispatcher:
                 del self.streams[key]
                 stream.push((key, True, (error.code, error.message), [], {}))
 
-    def fail_model(self, server: Server, model_name: str, error: TritonError) -> None:
+    def fail_model(self, server: ServerHandle, model_name: str, error: TritonError) -> None:
         """End every open stream of ``model_name`` on ``server`` (Triton will not
         answer them: the model's backend process died)."""
         self._on_readable()
@@ -182,7 +188,7 @@ class AsyncResponseIterator:
 
     def __init__(
         self,
-        server: Server,
+        server: ServerHandle,
         request: InferenceRequest,
         *,
         raise_on_error: bool = True,
@@ -256,7 +262,7 @@ class AsyncResponseIterator:
                 self._pending.cancel()
 
 
-async def infer_once(server: Server, request: InferenceRequest) -> InferenceResponse:
+async def infer_once(server: ServerHandle, request: InferenceRequest) -> InferenceResponse:
     """Run a request and return its one response with outputs (the last, for decoupled models)."""
     result: InferenceResponse | None = None
     async for response in AsyncResponseIterator(server, request):

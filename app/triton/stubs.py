@@ -1,9 +1,10 @@
 """The python backend's stub processes of a server, as the operating system sees them.
 
-Triton 2.51 does not restart a stub that died (SIGKILL, OOM): every later request to
-its model fails with "Stub process '<instance>' is not healthy", and a decoupled
-request in flight never completes. The model still reports READY. So a server's
-owner watches its stubs to find out (see ``ModelReplica``).
+Triton does not restart a stub that died (SIGKILL, OOM): every later request to its
+model fails with "Stub process '<instance>' is not healthy", and a decoupled request
+in flight never completes, while the model still reports READY (README, "Measured
+behaviour of Triton and Serve", names the versions). So a server's owner watches its
+stubs to find out (see ``ModelReplica``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,2 @@
+"""What tests share with each other and with the benchmarks: harnesses that are no
+part of the product."""

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from app.kuberay.manifests import find_object, load_kustomization
-from bench.autoscaling import (
-    Scenario,
+from tests.support.autoscaling_scenario import Scenario
+from tests.support.fake_gpu_cluster import (
     autoscaler_config,
     idle_timeout_s,
     kuberay_autoscaling_config,
@@ -15,7 +15,7 @@ def test_node_types_are_rays_reading_of_each_worker_group() -> None:
     scenario = Scenario()
     kuberay = kuberay_autoscaling_config()
     cluster = find_object(load_kustomization(), "RayService")["spec"]["rayClusterConfig"]
-    config = autoscaler_config(kuberay, "127.0.0.1:1", scenario)
+    config = autoscaler_config(kuberay, "127.0.0.1:1", scenario.time_scale, scenario.max_gpu_nodes)
     types = config["available_node_types"]
     for group in cluster["workerGroupSpecs"]:
         node_type = types[group["groupName"]]
@@ -28,4 +28,4 @@ def test_node_types_are_rays_reading_of_each_worker_group() -> None:
     assert "memory" not in types["gpu-vllm"]["resources"]  # the fake nodes share the host's
     assert config["provider"]["type"] == "external"
     assert config["head_node_type"] in types  # the fake provider's own name for it
-    assert idle_timeout_s(kuberay, "cpu-ingress", scenario) == 300 * scenario.time_scale
+    assert idle_timeout_s(kuberay, "cpu-ingress", scenario.time_scale) == 300 * scenario.time_scale

@@ -1,8 +1,9 @@
 """Serve replicas and GPU nodes scale together on the real Ray autoscaler (v2).
 
-One run of ``bench.autoscaling`` backs every test here: the fake multinode provider
-with node types that Ray's own KubeRay reader makes of ``kuberay/`` (each group's
-``idleTimeoutSeconds`` kept, times 1/60), and the ``echo`` model asking for 2 GPUs
+One run of ``tests.support.autoscaling_scenario`` (which ``bench.autoscaling`` plots)
+backs every test here: the fake multinode provider with node types that Ray's own
+KubeRay reader makes of ``kuberay/`` (each group's ``idleTimeoutSeconds`` kept, times
+1/60), and the ``echo`` model asking for 2 GPUs
 per replica in a STRICT_PACK placement group on ``gpu-vllm`` nodes (2 GPUs each, like
 Mixtral), from zero to two replicas on two nodes and back to zero. The timeline is
 printed so a failure shows what the cluster did.
@@ -14,7 +15,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from bench.autoscaling import Sample, Scenario, Timeline, run_scenario, summary, timeline_table
+from tests.support.autoscaling_scenario import (
+    Sample,
+    Scenario,
+    Timeline,
+    run_scenario,
+    summary,
+    timeline_table,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

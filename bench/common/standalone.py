@@ -1,7 +1,7 @@
 """Start the standalone ``tritonserver`` shipped in the nvidia-pytriton wheel.
 
-Benchmarks and tests use it as a reference point next to the in-process engine:
-same Triton build, same model repository, but a separate server process.
+The benchmarks' reference point next to the in-process engine and the stack: same
+Triton build, same model repository, but a separate server process.
 """
 
 from __future__ import annotations
@@ -11,35 +11,25 @@ import ctypes
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from app.triton.server import interpreter_library_dir
+from bench.common.net import free_port, http_get
 
-__all__ = ["StandaloneTriton", "find_free_port", "wheel_paths"]
+__all__ = ["StandaloneTriton", "wheel_paths"]
 
 _READY_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 15.0
 _LOG_TAIL_CHARS = 4000
 _SHM_DIR = Path("/dev/shm")
 _PR_SET_PDEATHSIG = 1
-
-
-def find_free_port() -> int:
-    """Ask the kernel for an unused TCP port (small race, fine for tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wheel_paths() -> dict[str, Path]:
@@ -114,9 +104,9 @@ class StandaloneTriton:
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.models = list(models)
-        self.http_port = http_port if http_port is not None else find_free_port()
-        self.grpc_port = grpc_port if grpc_port is not None else find_free_port()
-        self.metrics_port = find_free_port()
+        self.http_port = http_port if http_port is not None else free_port()
+        self.grpc_port = grpc_port if grpc_port is not None else free_port()
+        self.metrics_port = free_port()
         self.exit_timeout_s = exit_timeout_s
         self.extra_args = list(extra_args)
         # Unique per server so parallel servers never share python-backend shm regions.
@@ -239,11 +229,8 @@ class StandaloneTriton:
                 raise RuntimeError(
                     f"tritonserver exited with code {code} before ready:\n{self.log_tail()}"
                 )
-            with (
-                contextlib.suppress(urllib.error.URLError, OSError),
-                urllib.request.urlopen(url, timeout=1.0) as resp,
-            ):
-                if resp.status == 200:
+            with contextlib.suppress(OSError):
+                if http_get(url, timeout=1.0)[0] == 200:
                     return
             time.sleep(0.1)
         raise TimeoutError(

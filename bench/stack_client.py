@@ -4,7 +4,7 @@
 only one before): both targets get the same request bytes (binary tensor extension by
 default, ``--encoding json`` for JSON bodies) from one ``httpx.AsyncClient``
 (HTTP/1.1, as many connections as the highest concurrency) in a separate, Ray-free
-client process (``python -m bench._client``, a ``ClientJob`` as JSON on stdin;
+client process (``python -m bench.stack_client``, a ``ClientJob`` as JSON on stdin;
 ``--client inline`` runs it in the bench's process), on uvloop when it is installed.
 Python tops out near 800 requests/s here, so at high rates this client, not the
 server, is what is measured: its CPU per request is reported next to the server's.
@@ -21,32 +21,34 @@ import base64
 import json
 import math
 import os
-import statistics
-import struct
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from bench.hop_cpu import CpuSnapshot, cpu_seconds, cpu_snapshot, process_tree
+import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-HEADER_LENGTH_HEADER = "Inference-Header-Content-Length"
+from app.protocol.kserve_v2_client import (
+    decode_infer_response,
+    encode_infer_request,
+    request_headers,
+)
+from app.protocol.kserve_v2_infer import HEADER_LENGTH_HEADER, parse_header_length
+from app.triton.tensors import DataType
+from bench.common.measure import Cell, Window
+from bench.common.net import OPENER
+from bench.common.paths import REPO_ROOT
+from bench.common.report import cell_line, progress
+from bench.hop_cpu import CpuSnapshot, cpu_seconds, cpu_snapshot, process_tree
 
 ECHO_SHAPE = (1, 16)
 EMBED_TEXT = "The quick brown fox jumps over the lazy dog while the cat sleeps in the sun."
 EMBED_DIM = 384
 
-WARMUP_ROUNDS = 2  # warm-up lasts at least until this many requests per worker completed
-WARMUP_LIMIT_S = 120.0  # ...and gives up after this long
-WINDOW_LATENCIES = 20  # a window lasts at least this many warm-up latencies...
-MAX_WINDOW_FACTOR = 10.0  # ...but no longer than this many times --duration
-MAX_WINDOW_S = 60.0  # ...nor than this
 MAX_ERRORS = 50  # a cell stops after this many failed requests
 REQUEST_TIMEOUT_S = 60.0
 
@@ -71,74 +73,32 @@ class RequestSpec:
     expected: list[float] | None  # echo: the input values; None: a unit-norm embedding
 
 
-def _binary_request(
-    inputs: list[dict[str, Any]], raw: bytes, output: str
-) -> tuple[bytes, dict[str, str]]:
-    header = json.dumps(
-        {"inputs": inputs, "outputs": [{"name": output, "parameters": {"binary_data": True}}]},
-        separators=(",", ":"),
-    ).encode()
-    headers = {
-        "Content-Type": "application/octet-stream",
-        HEADER_LENGTH_HEADER: str(len(header)),
-    }
-    return header + raw, headers
-
-
-def _json_request(inputs: list[dict[str, Any]], output: str) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(
-        {"inputs": inputs, "outputs": [{"name": output, "parameters": {"binary_data": False}}]},
-        separators=(",", ":"),
-    ).encode()
-    return body, {"Content-Type": "application/json"}
-
-
 def build_request(model: str, encoding: str) -> RequestSpec:
     """The request sent for ``model``, in the binary tensor extension or as JSON."""
     if model == "echo":
-        count = math.prod(ECHO_SHAPE)
         values = echo_values()
-        tensor: dict[str, Any] = {"name": "INPUT_FP32", "shape": list(ECHO_SHAPE)}
-        tensor["datatype"] = "FP32"
+        tensor = ("INPUT_FP32", DataType.FP32, np.array(values, np.float32).reshape(ECHO_SHAPE))
         output, expected = "OUTPUT_FP32", values
-        raw = struct.pack(f"<{count}f", *values)
-        json_data: list[Any] = values
     elif model == "minilm":
-        text = EMBED_TEXT.encode()
-        tensor = {"name": "TEXT", "shape": [1, 1], "datatype": "BYTES"}
+        text = np.array([[EMBED_TEXT.encode()]], dtype=np.object_)
+        tensor = ("TEXT", DataType.BYTES, text)
         output, expected = "EMBEDDING", None
-        raw = struct.pack("<I", len(text)) + text
-        json_data = [EMBED_TEXT]
     else:
         raise ValueError(f"unknown model {model!r}")
-    if encoding == "binary":
-        tensor["parameters"] = {"binary_data_size": len(raw)}
-        body, headers = _binary_request([tensor], raw, output)
-    else:
-        tensor["data"] = json_data
-        body, headers = _json_request([tensor], output)
+    body, header_length = encode_infer_request([tensor], [output], binary=encoding == "binary")
+    headers = request_headers(header_length)
     return RequestSpec(model, f"/v2/models/{model}/infer", body, headers, output, expected)
 
 
 def decode_output(content: bytes, header_length: str | None, name: str) -> list[float]:
     """The FP32 output ``name`` of an infer response (binary framing or JSON)."""
-    if header_length is None:
-        header, binary = json.loads(content), b""
-    else:
-        n = int(header_length)
-        header, binary = json.loads(content[:n]), content[n:]
-    offset = 0
-    for out in header.get("outputs", []):
-        size = int(out.get("parameters", {}).get("binary_data_size", 0))
-        if out["name"] == name:
-            if out.get("datatype") != "FP32":
-                raise RuntimeError(f"output {name} is {out.get('datatype')}, expected FP32")
-            if "data" in out:
-                return [float(v) for v in out["data"]]
-            chunk = binary[offset : offset + size]
-            return list(struct.unpack(f"<{len(chunk) // 4}f", chunk))
-        offset += size
-    raise RuntimeError(f"response has no output {name!r}: {header}")
+    outputs = decode_infer_response(content, parse_header_length(header_length))
+    if name not in outputs:
+        raise RuntimeError(f"response has no output {name!r}: {sorted(outputs)}")
+    datatype, array = outputs[name]
+    if datatype is not DataType.FP32:
+        raise RuntimeError(f"output {name} is {datatype.name}, expected FP32")
+    return [float(v) for v in array.ravel()]
 
 
 def check_output(spec: RequestSpec, values: list[float]) -> None:
@@ -158,19 +118,12 @@ def check_output(spec: RequestSpec, values: list[float]) -> None:
 
 
 @dataclass
-class Cell:
-    """One measurement: a target, a model, one concurrency."""
+class ClientCell(Cell):
+    """A cell of one model on one target, with the CPU its processes and the client used."""
 
     target: str
     model: str
-    concurrency: int
-    requests: int
     errors: int
-    seconds: float
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    mean_ms: float
     server_cpu_s: float = math.nan  # CPU time of the target's processes in the window
     client_cpu_s: float = math.nan  # CPU time of the client process in the window
     first_error: str = ""
@@ -184,15 +137,9 @@ class Cell:
         return self.client_cpu_s * 1e3 / self.requests if self.requests else math.nan
 
 
-class Window:
-    """Warm-up, then the measured window: a request counts if it completes inside it.
-
-    Warm-up lasts ``warmup_s`` and at least until ``WARMUP_ROUNDS`` requests per worker
-    completed, so connection setup and the first (slow) batches stay out of the window.
-    The window lasts ``duration_s``, or longer when requests are slow (big batches): at
-    least ``WINDOW_LATENCIES`` warm-up latencies (capped), so that a batch finishing just
-    inside or just outside it moves requests/s by a few percent only.
-    """
+class CpuWindow(Window):
+    """A window that also reads the CPU time of the client and (``probe``) of the
+    target's processes when it opens and when it ends."""
 
     def __init__(
         self,
@@ -201,28 +148,21 @@ class Window:
         duration_s: float,
         probe: Callable[[], CpuSnapshot] | None = None,
     ) -> None:
-        self.opened = time.perf_counter()
-        self.warmup_until = self.opened + warmup_s
-        self.needed = WARMUP_ROUNDS * concurrency
-        self.duration_s = duration_s
-        self.warmup_latencies: list[float] = []
-        self.start = math.inf
-        self.end = math.inf
+        super().__init__(concurrency, warmup_s, duration_s)
         self.probe = probe
         self.cpu_start: CpuSnapshot | None = None
         self.cpu_end: CpuSnapshot | None = None
         self.client_cpu = (math.nan, math.nan)
 
-    @property
-    def seconds(self) -> float:
-        """Length of the window (0 if it never opened)."""
-        span = self.end - self.start
-        return span if math.isfinite(span) and span > 0 else 0.0
-
-    def stop(self) -> None:
-        """End the window now (or before it opens): every worker stops."""
-        now = time.perf_counter()
-        self.end = min(self.end, now) if self.start <= now else -math.inf
+    def poll(self) -> bool:
+        opened = super().poll()
+        if opened:
+            self.client_cpu = (time.process_time(), math.nan)
+            if self.probe is not None:
+                self.cpu_start = self.probe()
+            delay = self.end - time.perf_counter()
+            asyncio.get_running_loop().call_later(delay, self.close_probe)
+        return opened
 
     def close_probe(self) -> None:
         """Take the end-of-window CPU readings (once)."""
@@ -239,37 +179,6 @@ class Window:
             return math.nan
         return cpu_seconds(self.cpu_start, self.cpu_end)
 
-    def record(self, t0: float, t1: float, out: list[float]) -> None:
-        if self.start <= t1 <= self.end:
-            out.append(t1 - t0)
-        elif t1 < self.start:
-            self.warmup_latencies.append(t1 - t0)
-
-    def poll(self) -> None:
-        if self.start != math.inf:
-            return
-        now = time.perf_counter()
-        if now >= self.warmup_until and len(self.warmup_latencies) >= self.needed:
-            recent = self.warmup_latencies[-self.needed :]
-            slow = min(
-                WINDOW_LATENCIES * statistics.median(recent),
-                MAX_WINDOW_FACTOR * self.duration_s,
-                MAX_WINDOW_S,
-            )
-            self.start, self.end = now, now + max(self.duration_s, slow)
-            self.client_cpu = (time.process_time(), math.nan)
-            if self.probe is not None:
-                self.cpu_start = self.probe()
-            asyncio.get_running_loop().call_later(self.end - now, self.close_probe)
-        elif now - self.opened > WARMUP_LIMIT_S:
-            raise RuntimeError(f"warm-up did not finish within {WARMUP_LIMIT_S:.0f} s")
-
-
-def _percentile(ordered: Sequence[float], q: float) -> float:
-    if not ordered:
-        return math.nan
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3
-
 
 async def _measure_cell(
     client: Any,
@@ -279,7 +188,7 @@ async def _measure_cell(
     warmup_s: float,
     duration_s: float,
     cpu_root: int,
-) -> Cell:
+) -> ClientCell:
     """``concurrency`` tasks posting ``spec`` back to back on the shared client.
 
     With ``cpu_root`` (a pid), the CPU time of that process and its descendants (this
@@ -294,7 +203,7 @@ async def _measure_cell(
         def probe() -> CpuSnapshot:
             return cpu_snapshot(pids)
 
-    window = Window(concurrency, warmup_s, duration_s, probe)
+    window = CpuWindow(concurrency, warmup_s, duration_s, probe)
     clock = time.perf_counter
     failures: list[str] = []
 
@@ -321,19 +230,14 @@ async def _measure_cell(
     results: list[list[float]] = [[] for _ in range(concurrency)]
     await asyncio.gather(*(worker(r) for r in results))
     window.close_probe()  # if the window ended early
-    ordered = sorted(x for r in results for x in r)
-    seconds = window.seconds or duration_s
-    return Cell(
+    latencies = [x for r in results for x in r]
+    return ClientCell.from_latencies(
+        concurrency,
+        latencies,
+        window.seconds or duration_s,
         target=target,
         model=spec.model,
-        concurrency=concurrency,
-        requests=len(ordered),
         errors=len(failures),
-        seconds=seconds,
-        rps=len(ordered) / seconds,
-        p50_ms=_percentile(ordered, 0.50),
-        p99_ms=_percentile(ordered, 0.99),
-        mean_ms=statistics.fmean(ordered) * 1e3 if ordered else math.nan,
         server_cpu_s=window.server_cpu_s(),
         client_cpu_s=window.client_cpu_s(),
         first_error=failures[0] if failures else "",
@@ -374,7 +278,7 @@ class ModelResult:
     target: str
     model: str
     output: list[float]
-    cells: dict[int, Cell] = field(default_factory=dict)
+    cells: dict[int, ClientCell] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -386,7 +290,7 @@ class ModelResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelResult:
-        cells = {int(c["concurrency"]): Cell(**c) for c in data["cells"]}
+        cells = {int(c["concurrency"]): ClientCell(**c) for c in data["cells"]}
         return cls(data["target"], data["model"], list(data["output"]), cells)
 
 
@@ -457,7 +361,7 @@ def run_client(job: ClientJob, mode: str) -> ModelResult:
     if mode == "inline":
         return _run_loop(job)
     proc = subprocess.run(
-        [sys.executable, "-m", "bench._client"],
+        [sys.executable, "-m", "bench.stack_client"],
         input=job.to_json(),
         stdout=subprocess.PIPE,
         text=True,
@@ -469,15 +373,11 @@ def run_client(job: ClientJob, mode: str) -> ModelResult:
     return ModelResult.from_dict(json.loads(proc.stdout))
 
 
-def _progress(cell: Cell) -> None:
+def _progress(cell: ClientCell) -> None:
     errors = f"  {cell.errors} errors: {cell.first_error}" if cell.errors else ""
-    print(
-        f"  {cell.target:<10} {cell.model:<7} c={cell.concurrency:<3} {cell.requests:>7} req "
-        f"{cell.rps:>9.1f} rps  p50 {cell.p50_ms:8.3f} ms  p99 {cell.p99_ms:8.3f} ms  "
-        f"CPU/req server {cell.cpu_ms_per_request:6.2f} ms client "
-        f"{cell.client_ms_per_request:5.2f} ms{errors}",
-        file=sys.stderr,
-        flush=True,
+    progress(
+        f"  {cell.target:<10} {cell.model:<7} {cell_line(cell)}  CPU/req server "
+        f"{cell.cpu_ms_per_request:6.2f} ms client {cell.client_ms_per_request:5.2f} ms{errors}"
     )
 
 
@@ -485,7 +385,7 @@ def check_target(url: str, spec: RequestSpec, timeout_s: float = REQUEST_TIMEOUT
     """Send ``spec`` once (standard library only) and check the answer; its output."""
     request = urllib.request.Request(url + spec.path, data=spec.body, headers=spec.headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with OPENER.open(request, timeout=timeout_s) as response:
             content = response.read()
             header_length = response.headers.get(HEADER_LENGTH_HEADER)
     except urllib.error.HTTPError as exc:

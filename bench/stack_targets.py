@@ -9,7 +9,7 @@
   With ``--stack-endpoint direct`` clients go to the router replica's own ports (direct
   ingress: ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` or ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``).
 - **standalone**: the ``tritonserver`` of the nvidia-pytriton wheel serving the same
-  ``model_repository`` (``bench._standalone.StandaloneTriton``), HTTP and gRPC.
+  ``model_repository`` (``bench.common.standalone.StandaloneTriton``), HTTP and gRPC.
 """
 
 from __future__ import annotations
@@ -19,17 +19,16 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.common.net import free_port, http_get, wait_ok
+from bench.common.paths import MODEL_REPOSITORY, REPO_ROOT
+from bench.common.standalone import StandaloneTriton
 from bench.hop_cpu import StackRoles, process_tree, stack_hops, standalone_hops
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 HOST = "127.0.0.1"
 BENCH_APP = "triton"
 STACK_READY_TIMEOUT_S = 300.0
@@ -52,14 +51,6 @@ class Target:
     @property
     def http_address(self) -> str:
         return self.http_url.removeprefix("http://")
-
-
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def server_version(url: str) -> str:
@@ -148,23 +139,8 @@ def _apps(options: StackOptions, models: Sequence[str]) -> tuple[list[_App], dic
 
 def _wait_ready(url: str, models: Sequence[str], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    pending = list(models)
-    last = ""
-    while pending:
-        still: list[str] = []
-        for model in pending:
-            try:
-                status, body = http_get(f"{url}/v2/models/{model}/ready")
-            except OSError as exc:
-                status, body = 0, str(exc).encode()
-            if status != 200:
-                still.append(model)
-                last = f"{model}: {status} {body[:300].decode(errors='replace')}"
-        pending = still
-        if pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"stack not ready after {timeout_s:.0f} s ({last})")
-            time.sleep(0.5)
+    for model in models:
+        wait_ok(f"{url}/v2/models/{model}/ready", max(1.0, deadline - time.monotonic()))
 
 
 def _direct_ingress(app: str, serve_ports: Sequence[int]) -> dict[str, str]:
@@ -226,8 +202,6 @@ def _leftover_shm(pids: Sequence[int]) -> list[Path]:
 @contextlib.contextmanager
 def stack(options: StackOptions, models: Sequence[str]) -> Iterator[Target]:
     """Ray in this process, the applications, both proxies; all shut down on exit."""
-    from bench._standalone import find_free_port
-
     os.environ.update(options.serve_env)  # before Ray starts: the raylet passes them on
     import ray
     from ray import serve
@@ -239,7 +213,7 @@ def stack(options: StackOptions, models: Sequence[str]) -> Iterator[Target]:
     missing = [m for m, a in owner.items() if a is None]
     if missing:
         raise RuntimeError(f"{options.config} serves no deployment of {', '.join(missing)}")
-    http_port, grpc_port = find_free_port(), find_free_port()
+    http_port, grpc_port = free_port(), free_port()
     bench = options.config == "bench"
     num_gpus: Any = 1 if bench else options.num_gpus  # fractional GPUs: Ray's hint says int
     ray.init(
@@ -309,8 +283,6 @@ def stack(options: StackOptions, models: Sequence[str]) -> Iterator[Target]:
 
 @contextlib.contextmanager
 def standalone(models: Sequence[str]) -> Iterator[Target]:
-    from bench._standalone import StandaloneTriton
-
     with StandaloneTriton(MODEL_REPOSITORY, models) as server:
         pid = server.pid or 0
         url = f"http://127.0.0.1:{server.http_port}"

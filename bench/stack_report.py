@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench._client import ModelResult
+from bench.common.report import fmt, verdict
 from bench.hop_cpu import STACK_HOPS, STANDALONE_HOPS, TOTAL
+from bench.stack_client import ModelResult
 
 
 @dataclass
@@ -68,10 +69,6 @@ GOALS = (
 )
 
 
-def _f(value: float, spec: str) -> str:
-    return "—" if value is None or not math.isfinite(value) else format(value, spec)
-
-
 def _mark(cell: PerfCell | None) -> str:
     return "" if cell is None or cell.stable else "*"
 
@@ -95,7 +92,7 @@ def perf_tables(cells: Sequence[PerfCell], concurrency: Sequence[int]) -> list[s
                 row += "| — | — | — "
             else:
                 m = _mark(c)
-                row += f"| {_f(c.p50_ms, '.2f')}{m} | {_f(c.p99_ms, '.2f')}{m} | {c.rps:.0f}{m} "
+                row += f"| {fmt(c.p50_ms, '.2f')}{m} | {fmt(c.p99_ms, '.2f')}{m} | {c.rps:.0f}{m} "
         lines.append(row + "|")
     failed = [c for c in cells if c.error and not c.rps]
     if failed:
@@ -123,8 +120,8 @@ def ratio_table(cells: Sequence[PerfCell], concurrency: Sequence[int]) -> list[s
         if s1 is None or a1 is None:
             continue
         row = (
-            f"| {model} | {protocol} | {_f(s1.p50_ms - a1.p50_ms, '+.2f')} "
-            f"| {_f(s1.p99_ms - a1.p99_ms, '+.2f')} "
+            f"| {model} | {protocol} | {fmt(s1.p50_ms - a1.p50_ms, '+.2f')} "
+            f"| {fmt(s1.p99_ms - a1.p99_ms, '+.2f')} "
         )
         for n in concurrency:
             s, a = (
@@ -132,7 +129,7 @@ def ratio_table(cells: Sequence[PerfCell], concurrency: Sequence[int]) -> list[s
                 index.get(("standalone", model, protocol, n)),
             )
             value = s.rps / a.rps if s and a and a.rps else math.nan
-            row += f"| {_f(value, '.2f')}x "
+            row += f"| {fmt(value, '.2f')}x "
         lines.append(row + "|")
     return lines
 
@@ -151,10 +148,10 @@ def hop_table(cells: Sequence[PerfCell]) -> list[str]:
         "| --- | --- | ---: | --- |" + " ---: |" * (len(hops) + 2),
     ]
     for c in cells:
-        values = " | ".join(_f(c.ms_per_request(h), ".2f") for h in hops)
+        values = " | ".join(fmt(c.ms_per_request(h), ".2f") for h in hops)
         lines.append(
             f"| {c.model} | {c.protocol} | {c.concurrency} | {c.target} | {values} "
-            f"| {_f(c.ms_per_request(TOTAL), '.2f')} | {_f(c.client_ms_per_request, '.2f')} |"
+            f"| {fmt(c.ms_per_request(TOTAL), '.2f')} | {fmt(c.client_ms_per_request, '.2f')} |"
         )
     return lines
 
@@ -174,10 +171,10 @@ def own_client_table(results: Sequence[ModelResult], concurrency: Sequence[int])
         first = r.cells[concurrency[0]]
         c16 = r.cells.get(16)
         lines.append(
-            f"| {r.model} | {r.target} | {_f(first.p50_ms, '.2f')} | {_f(first.p99_ms, '.2f')} "
+            f"| {r.model} | {r.target} | {fmt(first.p50_ms, '.2f')} | {fmt(first.p99_ms, '.2f')} "
             + " ".join(f"| {r.cells[n].rps:.0f}" for n in concurrency)
-            + f" | {_f(c16.cpu_ms_per_request if c16 else math.nan, '.2f')}"
-            + f" | {_f(c16.client_ms_per_request if c16 else math.nan, '.2f')} |"
+            + f" | {fmt(c16.cpu_ms_per_request if c16 else math.nan, '.2f')}"
+            + f" | {fmt(c16.client_ms_per_request if c16 else math.nan, '.2f')} |"
         )
     failed = [c for r in results for c in r.cells.values() if c.errors]
     lines += [f"- failed: {c.model} {c.target} c={c.concurrency}: {c.errors}" for c in failed]
@@ -228,10 +225,10 @@ def check_goals(cells: Sequence[PerfCell]) -> list[dict[str, Any]]:
 def goal_lines(goals: Sequence[dict[str, Any]]) -> list[str]:
     lines = ["Data-path goals (perf_analyzer cells; value/goal in brackets):"]
     for g in goals:
-        verdict = "PASS" if g["pass"] else "FAIL"
         lines.append(
-            f"- {verdict} {g['level']:<8} {g['model']:<6} {g['protocol']:<4} {g['text']} "
-            f"[{_f(g['value_over_goal'], '.2f')}]"
+            f"- {verdict(g['pass'], 'FAIL')} {g['level']:<8} {g['model']:<6} "
+            f"{g['protocol']:<4} {g['text']} "
+            f"[{fmt(g['value_over_goal'], '.2f')}]"
         )
     if not goals:
         lines.append("- none checked (both targets and concurrency 1 and 16 are needed)")
