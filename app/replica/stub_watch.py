@@ -1,13 +1,13 @@
 """A replica's watch over its python-backend stub processes.
 
-Triton 2.51 neither restarts a stub that died nor marks its model unready: requests
-fail with "Stub process '...' is not healthy" (non-decoupled ones after a second) or
-never finish (decoupled ones in flight). So the replica looks at its stubs on every
-report period and before each request; when one died it reports the model unready
-with the reason, answers its new requests with a 503 at once, ends the
-model's requests in flight with a 503, and reloads the model (new stubs). If the
-reload fails (e.g. Triton still holds requests the dead stub never answered, so the
-unload cannot finish), the replica's health check fails and Serve replaces it.
+Triton's python backend neither restarts a stub that died nor marks its model unready
+(measured: docs/benchmarks.md): requests fail with "Stub process '...' is not healthy"
+(non-decoupled ones after a second) or never finish (decoupled ones in flight). So the
+replica looks at its stubs on every report period and before each request; when one died
+it reports the model unready with the reason, answers its new requests with a 503 at
+once, ends the model's requests in flight with a 503, and reloads the model (new stubs).
+If the reload fails (e.g. Triton still holds requests the dead stub never answered, so
+the unload cannot finish), the replica's health check fails and Serve replaces it.
 """
 
 from __future__ import annotations

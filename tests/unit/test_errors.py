@@ -92,7 +92,7 @@ def test_from_triton_retry_after_only_for_unavailable() -> None:
 
 
 def test_dead_python_backend_stub_is_unavailable_not_internal() -> None:
-    # The python backend's words (Triton 2.51) for a request to a model whose stub died.
+    # The python backend's words for a request to a model whose stub died.
     for message in (
         "Stub process 'echo_0_0' is not healthy.",
         "Failed to process the request(s) for model 'echo_0_0', message: "

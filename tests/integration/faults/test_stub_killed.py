@@ -1,4 +1,4 @@
-"""A python-backend stub process SIGKILLed. Triton 2.51 neither restarts it nor marks
+"""A python-backend stub process SIGKILLed. Triton's python backend neither restarts it nor marks
 the model unready, so the replica does: the model is reported unready with the reason
 (``/v2/models/<m>/ready``, ``/v2/health/ready``), requests get a JSON 503 with
 Retry-After, and the replica reloads the model; when Triton cannot unload it (requests
