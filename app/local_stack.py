@@ -81,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="proxy",
         help="Serve's proxy actors (default), or HAProxy in front of the routers",
     )
+    parser.add_argument("--http-port", type=int, default=None, help="override http_options.port")
+    parser.add_argument("--grpc-port", type=int, default=None, help="override grpc_options.port")
     args = parser.parse_args(argv)
     # Before anything imports Ray: the driver, the raylet and every worker read these.
     for key, value in INGRESS_ENV[args.ingress].items():
@@ -90,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ray.serve.schema import ServeDeploySchema
 
     schema = ServeDeploySchema.model_validate(document)  # fails early, naming the field
+    if args.http_port is not None:
+        schema.http_options.port = args.http_port
+    if args.grpc_port is not None:
+        schema.grpc_options.port = args.grpc_port
 
     import ray
     from ray import serve

@@ -13,7 +13,7 @@ as it is sent; responses stream back as they are yielded), sets the statuses a
 replica puts on ``grpc_context``, and needs no ``application`` metadata when one
 application runs, so ``tritonclient.grpc`` works unchanged and no second server
 has to be run, secured and scaled beside Serve's (the measured round trip is in
-README). The one obstacle, tritonclient's messages not pickling, is solved in
+docs/benchmarks.md). The one obstacle, tritonclient's messages not pickling, is solved in
 ``app.grpc.servicer``.
 
 Errors are answered as the HTTP routes answer them (same checks, same

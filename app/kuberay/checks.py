@@ -67,7 +67,7 @@ MAX_POD_NAME_PREFIX = 50
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _RAY_START_RESOURCE_PARAMS = ("num-cpus", "num-gpus", "memory", "resources")
-# GPU groups select a label their node pool declares (README), so a node autoscaler can
+# GPU groups select a label their node pool declares (docs/kubernetes.md), so a node autoscaler can
 # create a node for a pod of a group at zero; its value names the GPU. GPU memory (GB, as
 # app.placement counts it) of each value:
 GPU_POOL_LABEL = "triton-serve.io/gpu-pool"

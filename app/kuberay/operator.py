@@ -18,7 +18,7 @@ __all__ = [
 ]
 
 Version = tuple[int, int]
-# Oldest first; the first is the minimum this repository supports (README).
+# Oldest first; the first is the minimum this repository supports (docs/kubernetes.md).
 SUPPORTED_VERSIONS: tuple[Version, ...] = ((1, 4), (1, 5), (1, 6), (1, 7))
 INCREMENTAL = "NewClusterWithIncrementalUpgrade"
 

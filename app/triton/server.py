@@ -7,7 +7,7 @@ Inference (``Model.async_infer``) never blocks.
 Model control is serialized per server, and no control call starts while an earlier
 model's teardown is still running: Triton destroys unloaded models on detached
 threads, and a teardown that overlaps another load or unload can crash the process
-(``TritonModelInstance`` destructor racing the shared rate limiter; README, "Measured
+(``TritonModelInstance`` destructor racing the shared rate limiter; docs/benchmarks.md, "Measured
 behaviour of Triton and Serve", says where and how often). "Finished" is read from
 what Triton does last: the index leaves UNLOADING only after the model object is
 deleted, and a python-backend model's stub processes exit when its instances are.

@@ -2,7 +2,7 @@
 
 Triton does not restart a stub that died (SIGKILL, OOM): every later request to its
 model fails with "Stub process '<instance>' is not healthy", and a decoupled request
-in flight never completes, while the model still reports READY (README, "Measured
+in flight never completes, while the model still reports READY (docs/benchmarks.md, "Measured
 behaviour of Triton and Serve", names the versions). So a server's owner watches its
 stubs to find out (see ``ModelReplica``).
 """

@@ -52,7 +52,7 @@ REQUEST_BODY = {
 
 @dataclass(frozen=True)
 class Scenario:
-    """Knobs of one run; the defaults are what the tests and the README use."""
+    """Knobs of one run; the defaults are what the tests and docs/benchmarks.md use."""
 
     group: str = "gpu-vllm"
     max_gpu_nodes: int = 2

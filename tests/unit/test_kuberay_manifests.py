@@ -346,7 +346,7 @@ def test_model_cache_read_only_offline_and_classed(
 
 def test_images_pinned_by_digest(objects: list[dict[str, Any]]) -> None:
     assert check_images(objects) == []
-    assert len(placeholder_images(objects)) == 3  # README says which to replace
+    assert len(placeholder_images(objects)) == 3  # docs/kubernetes.md says which to replace
     broken = copy.deepcopy(objects)
     head = find_object(broken, "RayService")["spec"]["rayClusterConfig"]["headGroupSpec"]
     head["template"]["spec"]["containers"][0]["image"] = "registry.example.com/triton-serve:vllm"

@@ -27,7 +27,7 @@ from tests.support.autoscaling_scenario import (
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 # The first request to a model at zero replicas on a group at zero nodes answers within
-# this (README, "Deploy on Kubernetes"): node start + replica start + Triton load here.
+# this (docs/kubernetes.md): node start + replica start + Triton load here.
 COLD_START_BOUND_S = 60.0
 # Samples are 1 s apart and the autoscaler looks every second.
 SAMPLING_S = 2.0
