@@ -30,7 +30,7 @@ def pool_args(repository: Path) -> dict[str, Any]:
     return {
         "model_repository": str(repository),
         "triton": {"log_info": False},
-        "router": {"num_cpus": 0.1, "request_timeout_s": 60},
+        "router": {"num_cpus": 0.1, "request_timeout_s": 240},
         "deployments": [
             {
                 "name": "pool",

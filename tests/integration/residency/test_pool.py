@@ -80,7 +80,8 @@ def test_least_recently_used_are_evicted_within_the_budget(pool_url: str) -> Non
 
 def test_model_with_a_request_in_flight_is_not_evicted(pool_url: str) -> None:
     with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(infer, pool_url, "pool-06", 2.0, 180, 45_000)
+        # Long enough to outlast four loads on a busy 2-core machine.
+        slow = pool.submit(infer, pool_url, "pool-06", 2.0, 240, 90_000)
         wait_for(lambda: index(pool_url)["pool-06"]["state"] == "READY", 60, "pool-06 READY")
         evictions = metric(pool_url, "triton_serve_model_evictions_total")
         for i in [1, 2, 3, 4]:  # room for about one next to pool-06: each evicts another
