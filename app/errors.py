@@ -68,6 +68,23 @@ class ServingError(Exception):
     openai_type: ClassVar[str] = "server_error"
     default_code: ClassVar[str | None] = None
 
+    def __init_subclass__(
+        cls,
+        *,
+        status_code: int | None = None,
+        openai_type: str | None = None,
+        default_code: str | None = None,
+    ) -> None:
+        """Each error class is one line: its status, OpenAI type and default code;
+        a subclass that names none keeps its parent's."""
+        super().__init_subclass__()
+        if status_code is not None:
+            cls.status_code = status_code
+        if openai_type is not None:
+            cls.openai_type = openai_type
+        if default_code is not None:
+            cls.default_code = default_code
+
     def __init__(
         self,
         message: str,
@@ -100,77 +117,68 @@ class ServingError(Exception):
         return {"Retry-After": str(math.ceil(self.retry_after))}
 
 
-class BadRequest(ServingError):
-    status_code = 400
-    openai_type = "invalid_request_error"
+class BadRequest(ServingError, status_code=400, openai_type="invalid_request_error"): ...
 
 
-class Unauthorized(ServingError):
-    status_code = 401
-    openai_type = "authentication_error"
-    default_code = "invalid_api_key"
+class Unauthorized(
+    ServingError,
+    status_code=401,
+    openai_type="authentication_error",
+    default_code="invalid_api_key",
+): ...
 
 
-class Forbidden(ServingError):
-    status_code = 403
-    openai_type = "permission_error"
+class Forbidden(ServingError, status_code=403, openai_type="permission_error"): ...
 
 
-class NotFound(ServingError):
-    status_code = 404
-    openai_type = "not_found_error"
+class NotFound(ServingError, status_code=404, openai_type="not_found_error"): ...
 
 
-class RequestTimeout(ServingError):
-    status_code = 408
-    openai_type = "timeout_error"
+class RequestTimeout(ServingError, status_code=408, openai_type="timeout_error"): ...
 
 
-class Conflict(ServingError):
-    status_code = 409
-    openai_type = "invalid_request_error"
-    default_code = "conflict"
+class Conflict(
+    ServingError, status_code=409, openai_type="invalid_request_error", default_code="conflict"
+): ...
 
 
-class PayloadTooLarge(ServingError):
-    status_code = 413
-    openai_type = "invalid_request_error"
-    default_code = "request_too_large"
+class PayloadTooLarge(
+    ServingError,
+    status_code=413,
+    openai_type="invalid_request_error",
+    default_code="request_too_large",
+): ...
 
 
-class TooManyRequests(ServingError):
-    status_code = 429
-    openai_type = "rate_limit_error"
-    default_code = "rate_limit_exceeded"
+class TooManyRequests(
+    ServingError,
+    status_code=429,
+    openai_type="rate_limit_error",
+    default_code="rate_limit_exceeded",
+): ...
 
 
-class ClientClosedRequest(ServingError):
+class ClientClosedRequest(
+    ServingError, status_code=499, openai_type="cancelled_error", default_code="cancelled"
+):
     """The request was cancelled, nearly always because its client went away.
 
     499 is nginx's "client closed request": not a standard status, but one that
     keeps cancellations apart from real client errors (400) and server faults.
     """
 
-    status_code = 499
-    openai_type = "cancelled_error"
-    default_code = "cancelled"
+
+class Internal(ServingError, status_code=500, openai_type="server_error"): ...
 
 
-class Internal(ServingError):
-    status_code = 500
-    openai_type = "server_error"
+class NotImplementedFeature(
+    ServingError, status_code=501, openai_type="invalid_request_error", default_code="unsupported"
+): ...
 
 
-class NotImplementedFeature(ServingError):
-    status_code = 501
-    openai_type = "invalid_request_error"
-    default_code = "unsupported"
-
-
-class Unavailable(ServingError):
-    status_code = 503
-    openai_type = "server_error"
-    default_code = "service_unavailable"
+class Unavailable(
+    ServingError, status_code=503, openai_type="server_error", default_code="service_unavailable"
+): ...
 
 
 # Engine error -> HTTP error. Triton's own HTTP server sends 400 for ALREADY_EXISTS,

@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from app.protocol.kserve_v2_client import generate_event_tokens
+from app.protocol.kserve_v2 import generate_event_tokens
 from bench.common.measure import percentile
 from bench.common.paths import MODEL_REPOSITORY
 from bench.common.report import load_before, print_totals, verdict

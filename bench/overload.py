@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from app.protocol.kserve_v2_client import encode_infer_request
+from app.protocol.kserve_v2 import encode_infer_request
 from app.triton.tensors import DataType
 from bench.common.measure import percentile
 from bench.common.paths import MODEL_REPOSITORY

@@ -32,12 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from app.protocol.kserve_v2_client import (
+from app.protocol.kserve_v2 import (
+    HEADER_LENGTH_HEADER,
     decode_infer_response,
     encode_infer_request,
+    parse_header_length,
     request_headers,
 )
-from app.protocol.kserve_v2_infer import HEADER_LENGTH_HEADER, parse_header_length
 from app.triton.tensors import DataType
 from bench.common.measure import Cell, Window
 from bench.common.net import OPENER

@@ -45,7 +45,7 @@ from app.grpc.servicer import register_proto_modules
 from app.grpc.stream import StreamAbort, multiplex
 from app.http.kserve_routes import EXTENSIONS
 from app.observability import RouterMetrics
-from app.protocol import kserve_v2_grpc as convert
+from app.protocol.kserve_v2 import grpc as convert
 from app.router.client import call_error
 from app.router.dataplane import DataPlane
 from app.router.repository import READY_TIMEOUT_S

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 from app.contract import GrpcInferCall
 from app.errors import NotImplementedFeature, from_triton
-from app.protocol import kserve_v2_grpc
 from app.protocol.kserve_v2 import DecodedInferRequest
+from app.protocol.kserve_v2 import grpc as kserve_v2_grpc
 from app.replica.host import ReplicaHost, engine_request, typed_outputs
 from app.triton import TritonError
 from app.triton.inference import AsyncResponseIterator, infer_once

@@ -13,14 +13,15 @@ from typing import Any
 from app.contract import GenerateCall, InferCall, InferResult, ModelRef, StatisticsCall
 from app.errors import BadRequest, NotFound, from_triton
 from app.protocol.kserve_v2 import (
+    classify,
     decode_generate_request,
     decode_infer_request,
     encode_generate_response,
     encode_infer_response,
+    split_scheduling,
     sse_error_event,
     sse_event,
 )
-from app.protocol.kserve_v2_infer import classify, split_scheduling
 from app.replica.host import ReplicaHost, engine_request, typed_outputs
 from app.replica.streaming import coalesce
 from app.triton import DataType, InferenceRequest, TritonError

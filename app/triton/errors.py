@@ -26,6 +26,14 @@ class TritonError(Exception):
     code: int = 0
     code_name: str = "UNKNOWN"
 
+    def __init_subclass__(cls, *, code: int | None = None, code_name: str | None = None) -> None:
+        """Each error class is one line with its code; a subclass naming none keeps its parent's."""
+        super().__init_subclass__()
+        if code is not None:
+            cls.code = code
+        if code_name is not None:
+            cls.code_name = code_name
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -34,51 +42,32 @@ class TritonError(Exception):
         return (type(self), (self.message,))
 
 
-class UnknownError(TritonError):
-    code = 0
-    code_name = "UNKNOWN"
+class UnknownError(TritonError, code=0, code_name="UNKNOWN"): ...
 
 
-class InternalError(TritonError):
-    code = 1
-    code_name = "INTERNAL"
+class InternalError(TritonError, code=1, code_name="INTERNAL"): ...
 
 
-class NotFoundError(TritonError):
-    code = 2
-    code_name = "NOT_FOUND"
+class NotFoundError(TritonError, code=2, code_name="NOT_FOUND"): ...
 
 
-class InvalidArgumentError(TritonError):
-    code = 3
-    code_name = "INVALID_ARG"
+class InvalidArgumentError(TritonError, code=3, code_name="INVALID_ARG"): ...
 
 
-class UnavailableError(TritonError):
-    code = 4
-    code_name = "UNAVAILABLE"
+class UnavailableError(TritonError, code=4, code_name="UNAVAILABLE"): ...
 
 
-class UnsupportedError(TritonError):
-    code = 5
-    code_name = "UNSUPPORTED"
+class UnsupportedError(TritonError, code=5, code_name="UNSUPPORTED"): ...
 
 
-class AlreadyExistsError(TritonError):
-    code = 6
-    code_name = "ALREADY_EXISTS"
+class AlreadyExistsError(TritonError, code=6, code_name="ALREADY_EXISTS"): ...
 
 
-class CancelledError(TritonError):
-    code = 7
-    code_name = "CANCELLED"
+class CancelledError(TritonError, code=7, code_name="CANCELLED"): ...
 
 
-class TritonNotFoundError(TritonError):
+class TritonNotFoundError(TritonError, code=2, code_name="NOT_FOUND"):
     """No usable ``libtritonserver`` was found; the message lists where we looked."""
-
-    code = 2
-    code_name = "NOT_FOUND"
 
 
 _BY_CODE: dict[int, type[TritonError]] = {

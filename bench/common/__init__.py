@@ -8,5 +8,5 @@
 - ``serve_app``: Ray and one Serve application in this process.
 
 The KServe v2 request and response encoding is the project's own
-(``app.protocol.kserve_v2_client``), so the benchmarks send what the server decodes.
+(``app.protocol.kserve_v2.client``), so the benchmarks send what the server decodes.
 """

@@ -9,16 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.protocol.kserve_v2_client import (
-    decode_infer_response,
-    encode_infer_request,
-    generate_event_tokens,
-    request_headers,
-)
-from app.protocol.kserve_v2_infer import (
+from app.protocol.kserve_v2 import (
     HEADER_LENGTH_HEADER,
     decode_infer_request,
+    decode_infer_response,
+    encode_infer_request,
     encode_infer_response,
+    generate_event_tokens,
+    request_headers,
 )
 from app.triton.tensors import DataType
 

@@ -176,7 +176,7 @@ def test_sse_events() -> None:
 
 def test_generate_scheduling_parameters_are_split_off() -> None:
     from app.errors import BadRequest
-    from app.protocol.kserve_v2_infer import split_scheduling
+    from app.protocol.kserve_v2 import split_scheduling
 
     assert split_scheduling({"priority": 2, "timeout": 500, "temperature": 0.5}) == (
         2,

@@ -28,7 +28,7 @@ from app.errors import (
 )
 from app.grpc.status import grpc_code
 from app.grpc.stream import StreamAbort, multiplex
-from app.protocol import kserve_v2_grpc as convert
+from app.protocol.kserve_v2 import grpc as convert
 from app.triton.tensors import DataType
 from tests.echo_dtypes import NUMERIC
 

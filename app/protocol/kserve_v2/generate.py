@@ -17,9 +17,9 @@ import numpy as np
 import pydantic_core
 
 from app.errors import BadRequest, ServingError
-from app.protocol.kserve_v2_infer import OutputTensor
-from app.protocol.kserve_v2_models import ParameterValue, load_json
-from app.protocol.kserve_v2_tensors import (
+from app.protocol.kserve_v2.documents import ParameterValue, load_json
+from app.protocol.kserve_v2.infer import OutputTensor
+from app.protocol.kserve_v2.tensors import (
     DecodedInput,
     array_to_json,
     check_parameter,

@@ -20,14 +20,14 @@ import pydantic_core
 from pydantic import ValidationError
 
 from app.errors import BadRequest, NotImplementedFeature
-from app.protocol.kserve_v2_models import (
+from app.protocol.kserve_v2.documents import (
     InferInputTensor,
     InferRequest,
     ParameterValue,
     format_validation_error,
     load_json,
 )
-from app.protocol.kserve_v2_tensors import (
+from app.protocol.kserve_v2.tensors import (
     DecodedInput,
     array_to_binary,
     array_to_json,

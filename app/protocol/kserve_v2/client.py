@@ -1,7 +1,7 @@
 """The client's half of KServe v2 over HTTP: infer request bodies and the reading of
 infer responses and ``generate_stream`` events.
 
-The inverse of ``kserve_v2_infer``, with the same binary tensor extension (a JSON
+The inverse of ``infer``, with the same binary tensor extension (a JSON
 header of ``Inference-Header-Content-Length`` bytes, then the tensors' segments in
 order), so tools that talk to a server without tritonclient (the benchmarks) send
 and read exactly what the server decodes and encodes.
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.protocol.kserve_v2_infer import HEADER_LENGTH_HEADER, OutputTensor
-from app.protocol.kserve_v2_models import ParameterValue
-from app.protocol.kserve_v2_tensors import array_to_binary, array_to_json
+from app.protocol.kserve_v2.documents import ParameterValue
+from app.protocol.kserve_v2.infer import HEADER_LENGTH_HEADER, OutputTensor
+from app.protocol.kserve_v2.tensors import array_to_binary, array_to_json
 from app.triton.tensors import DataType, deserialize_bytes_tensor, element_count
 
 __all__ = [

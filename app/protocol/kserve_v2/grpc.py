@@ -21,9 +21,9 @@ from pydantic import ValidationError
 from tritonclient.grpc import model_config_pb2, service_pb2
 
 from app.errors import BadRequest, Internal, NotImplementedFeature
-from app.protocol.kserve_v2_infer import DecodedInferRequest, OutputTensor, RequestedOutput
-from app.protocol.kserve_v2_models import LoadRequest, ParameterValue, format_validation_error
-from app.protocol.kserve_v2_tensors import (
+from app.protocol.kserve_v2.documents import LoadRequest, ParameterValue, format_validation_error
+from app.protocol.kserve_v2.infer import DecodedInferRequest, OutputTensor, RequestedOutput
+from app.protocol.kserve_v2.tensors import (
     DecodedInput,
     binary_to_array,
     check_parameter,

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.errors import BadRequest
-from app.protocol.kserve_v2_models import ParameterValue
+from app.protocol.kserve_v2.documents import ParameterValue
 from app.triton.tensors import (
     DataType,
     Tensor,
