@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def model_repository() -> Path:
     return MODEL_REPOSITORY
+
+
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the test process once its result is reported: stop what still runs in it
+    (Triton servers, a Ray driver), then exit without Python's finalization, where the
+    native libraries loaded side by side here (Triton, gRPC's aio poller, Ray's core
+    worker) have crashed the process after a passing run. Replicas and `make serve`
+    stop Triton explicitly and are not affected."""
+    if not _EXIT_STATUS:
+        return
+    from app.triton.server import stop_all_servers
+
+    stop_all_servers()
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_STATUS[-1])

@@ -59,7 +59,13 @@ from app.triton.options import Options
 from app.triton.process_tree import Proc, descendants, end_orphans, end_processes, mark_owner
 from app.triton.stubs import StubProcess, is_running, model_of_instance, running_stubs
 
-__all__ = ["Model", "Server", "interpreter_library_dir", "remove_orphaned_shm"]
+__all__ = [
+    "Model",
+    "Server",
+    "interpreter_library_dir",
+    "remove_orphaned_shm",
+    "stop_all_servers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -561,14 +567,15 @@ def _remove_shm(prefix: str) -> None:
             leftover.unlink()
 
 
-def _stop_all() -> None:
+def stop_all_servers() -> None:
+    """Stop every server of this process that is still running (exit paths)."""
     for server in list(_LIVE):
         with contextlib.suppress(Exception):
             server.stop()
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    _stop_all()
+    stop_all_servers()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
 
@@ -580,7 +587,7 @@ def _install_exit_hooks() -> None:
         if _hooks_installed:
             return
         _hooks_installed = True
-        atexit.register(_stop_all)
+        atexit.register(stop_all_servers)
         if threading.current_thread() is threading.main_thread() and signal.getsignal(
             signal.SIGTERM
         ) in (signal.SIG_DFL, None):
