@@ -1,10 +1,10 @@
-"""Server lifecycle and model control against the real library."""
+"""Server lifecycle and model control against the real library (the pure parts, errors
+and ``Options`` validation, are unit tests)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import threading
 import time
 from pathlib import Path
@@ -15,7 +15,6 @@ import pytest
 from app.triton import (
     InvalidArgumentError,
     ModelState,
-    NotFoundError,
     Options,
     Server,
     TritonError,
@@ -94,19 +93,6 @@ def test_statistics_and_metrics(server: Server) -> None:
     assert stats.inference_stats.success.count >= 1
     text = server.metrics()
     assert 'nv_inference_request_success{model="echo",version="1"}' in text
-
-
-def test_errors_pickle_with_their_class() -> None:
-    err = NotFoundError("model 'x' is not found")
-    back = pickle.loads(pickle.dumps(err))
-    assert type(back) is NotFoundError and back.message == err.message
-
-
-def test_options_validate_when_built(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="model_repository"):
-        Options(model_repository=tmp_path / "missing")
-    with pytest.raises(ValueError, match="exit_timeout_s"):
-        Options(model_repository=tmp_path, exit_timeout_s=-1)
 
 
 def test_load_unload_config_override_and_dependents(model_repository: Path) -> None:
