@@ -20,24 +20,7 @@ from app.triton import (
     TritonError,
     UnavailableError,
 )
-
-
-def _children(pid: int) -> set[int]:
-    """Live child processes of ``pid`` (the python backend's stubs)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":  # zombies are gone already
-                found.add(int(entry.name))
-    return found
-
-
-def _shm_files(prefix: str) -> list[str]:
-    return [p.name for p in Path("/dev/shm").glob(f"{prefix}*")]
+from tests.support import procs
 
 
 def test_metadata_names_the_build(server: Server) -> None:
@@ -114,7 +97,7 @@ def test_load_unload_config_override_and_dependents(model_repository: Path) -> N
 
 def test_two_servers_and_restart_leave_nothing_behind(model_repository: Path) -> None:
     me = os.getpid()
-    before_children = _children(me)
+    before_children = set(procs.children(me))
     first = Server(Options(model_repository=model_repository)).start()
     second = Server(Options(model_repository=model_repository)).start()
     assert first.shm_prefix != second.shm_prefix
@@ -131,7 +114,7 @@ def test_two_servers_and_restart_leave_nothing_behind(model_repository: Path) ->
         np.testing.assert_array_equal(b.outputs["OUTPUT_FP32"], x + 1)
 
     asyncio.run(both())
-    assert _children(me) - before_children  # the python backend's stubs run
+    assert set(procs.children(me)) - before_children  # the python backend's stubs run
     first.stop()
     first.stop()  # idempotent
     asyncio.run(both_after_first_stopped(second))
@@ -143,11 +126,11 @@ def test_two_servers_and_restart_leave_nothing_behind(model_repository: Path) ->
     asyncio.run(third.model("echo").infer({"INPUT_FP32": np.ones((1, 1), np.float32)}))
     third.stop()
     deadline = time.monotonic() + 10
-    while _children(me) - before_children and time.monotonic() < deadline:
+    while set(procs.children(me)) - before_children and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not (_children(me) - before_children)
+    assert not (set(procs.children(me)) - before_children)
     for srv in (first, second, third):
-        assert _shm_files(srv.shm_prefix) == []
+        assert procs.shm_files_with_prefix(srv.shm_prefix) == []
 
 
 async def both_after_first_stopped(second: Server) -> None:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import ray
 
-from tests.integration.faults import procs
+from tests.support import procs
 
 BODY = json.dumps(
     {"inputs": [{"name": "INPUT_FP32", "shape": [1, 1], "datatype": "FP32", "data": [5.0]}]}
