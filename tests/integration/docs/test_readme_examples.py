@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.serve.conftest import _free_port
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 README = (ROOT / "README.md").read_text()
@@ -37,7 +37,7 @@ def _curl_commands() -> list[str]:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[tuple[int, int]]:
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port, grpc_port = free_port(), free_port()
     process = subprocess.Popen(
         [
             sys.executable,

@@ -1,10 +1,10 @@
-"""Server lifecycle and model control against the real library."""
+"""Server lifecycle and model control against the real library (the pure parts, errors
+and ``Options`` validation, are unit tests)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import threading
 import time
 from pathlib import Path
@@ -15,30 +15,12 @@ import pytest
 from app.triton import (
     InvalidArgumentError,
     ModelState,
-    NotFoundError,
     Options,
     Server,
     TritonError,
     UnavailableError,
 )
-
-
-def _children(pid: int) -> set[int]:
-    """Live child processes of ``pid`` (the python backend's stubs)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":  # zombies are gone already
-                found.add(int(entry.name))
-    return found
-
-
-def _shm_files(prefix: str) -> list[str]:
-    return [p.name for p in Path("/dev/shm").glob(f"{prefix}*")]
+from tests.support import procs
 
 
 def test_metadata_names_the_build(server: Server) -> None:
@@ -96,19 +78,6 @@ def test_statistics_and_metrics(server: Server) -> None:
     assert 'nv_inference_request_success{model="echo",version="1"}' in text
 
 
-def test_errors_pickle_with_their_class() -> None:
-    err = NotFoundError("model 'x' is not found")
-    back = pickle.loads(pickle.dumps(err))
-    assert type(back) is NotFoundError and back.message == err.message
-
-
-def test_options_validate_when_built(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="model_repository"):
-        Options(model_repository=tmp_path / "missing")
-    with pytest.raises(ValueError, match="exit_timeout_s"):
-        Options(model_repository=tmp_path, exit_timeout_s=-1)
-
-
 def test_load_unload_config_override_and_dependents(model_repository: Path) -> None:
     with Server(Options(model_repository=model_repository)) as srv:
         srv.load("ensemble_pipeline")
@@ -128,7 +97,7 @@ def test_load_unload_config_override_and_dependents(model_repository: Path) -> N
 
 def test_two_servers_and_restart_leave_nothing_behind(model_repository: Path) -> None:
     me = os.getpid()
-    before_children = _children(me)
+    before_children = set(procs.children(me))
     first = Server(Options(model_repository=model_repository)).start()
     second = Server(Options(model_repository=model_repository)).start()
     assert first.shm_prefix != second.shm_prefix
@@ -145,7 +114,7 @@ def test_two_servers_and_restart_leave_nothing_behind(model_repository: Path) ->
         np.testing.assert_array_equal(b.outputs["OUTPUT_FP32"], x + 1)
 
     asyncio.run(both())
-    assert _children(me) - before_children  # the python backend's stubs run
+    assert set(procs.children(me)) - before_children  # the python backend's stubs run
     first.stop()
     first.stop()  # idempotent
     asyncio.run(both_after_first_stopped(second))
@@ -157,11 +126,11 @@ def test_two_servers_and_restart_leave_nothing_behind(model_repository: Path) ->
     asyncio.run(third.model("echo").infer({"INPUT_FP32": np.ones((1, 1), np.float32)}))
     third.stop()
     deadline = time.monotonic() + 10
-    while _children(me) - before_children and time.monotonic() < deadline:
+    while set(procs.children(me)) - before_children and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not (_children(me) - before_children)
+    assert not (set(procs.children(me)) - before_children)
     for srv in (first, second, third):
-        assert _shm_files(srv.shm_prefix) == []
+        assert procs.shm_files_with_prefix(srv.shm_prefix) == []
 
 
 async def both_after_first_stopped(second: Server) -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import procs
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
-SHM_DIR = Path("/dev/shm")
-STUB = b"triton_python_backend_stub"
 
 # Starts `n` servers, prints each shm prefix, runs one inference on each, then (tail) ends.
 SCRIPT = textwrap.dedent(
@@ -48,40 +48,12 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _stubs(prefix: str) -> list[tuple[int, str]]:
-    """Live stub processes whose command line mentions ``prefix``."""
-    found = []
-    needle = prefix.encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if STUB in cmdline and needle in cmdline:
-            found.append((int(entry.name), cmdline.replace(b"\0", b" ").decode(errors="replace")))
-    return found
-
-
-def _shm_files(prefix: str, since: float) -> list[str]:
-    """``/dev/shm`` files of ``prefix`` created by this test (not leftovers of a reused pid)."""
-    found = []
-    for path in SHM_DIR.glob(f"{prefix}*"):
-        try:
-            if path.stat().st_ctime >= since:
-                found.append(path.name)
-        except OSError:
-            continue
-    return found
-
-
 def _assert_nothing_left(prefixes: list[str], since: float, grace_s: float = 3.0) -> None:
     """No stub and no shm file of ``prefixes``; ``grace_s`` lets the kernel reap exited stubs."""
     deadline = time.monotonic() + grace_s
     while True:
-        stubs = [s for p in prefixes for s in _stubs(p)]
-        files = [f for p in prefixes for f in _shm_files(p, since)]
+        stubs = [s for p in prefixes for s in procs.stubs_mentioning(p)]
+        files = [f for p in prefixes for f in procs.shm_files_with_prefix(p, since)]
         if (not stubs and not files) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -161,7 +133,9 @@ def test_sigterm_stops_the_server_and_leaves_nothing() -> None:
     try:
         lines = _read_until(proc, "READY", timeout_s=180)
         prefixes = _prefixes(lines)
-        assert _stubs(prefixes[0]), "the python backend's stub should run while serving"
+        assert procs.stubs_mentioning(prefixes[0]), (
+            "the python backend's stub should run while serving"
+        )
         sent = time.monotonic()
         os.kill(proc.pid, signal.SIGTERM)
         try:

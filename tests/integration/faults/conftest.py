@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import ray
 from ray import serve
 from ray.cluster_utils import Cluster
 
 from app.builders import build_app
-from tests.integration.serve.conftest import GRPC_SERVICER, _free_port
+from tests.support.ports import free_port
+from tests.support.serving import GRPC_SERVICER, start_multiraylet_cluster
+from tests.support.waiting import wait_for_models
 
 APP_NAME = "faults"
 MODELS = ["echo", "streamer", "tiny-llm"]
@@ -46,24 +47,6 @@ def faults_app_args(model_repository: Path) -> dict[str, Any]:
             },
         ],
     }
-
-
-def wait_ready(url: str, models: list[str], timeout: float) -> float:
-    """Seconds until every model answers 200 on ``/v2/models/<m>/ready``."""
-    started = time.monotonic()
-    pending = list(models)
-    while pending:
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"models not ready after {timeout} s: {pending}")
-        with contextlib.suppress(httpx.HTTPError):
-            pending = [
-                m
-                for m in pending
-                if httpx.get(f"{url}/v2/models/{m}/ready", timeout=10).status_code != 200
-            ]
-        if pending:
-            time.sleep(0.5)
-    return time.monotonic() - started
 
 
 @dataclass
@@ -95,26 +78,17 @@ class Stack:
             )
             app = build_app(faults_app_args(self.model_repository))
             serve._run(app, _blocking=False, name=APP_NAME)
-            wait_ready(self.url, MODELS, timeout=300)
+            wait_for_models(self.url, MODELS, timeout=300)
             self.startup_s.append(time.monotonic() - started)
             self.running = True
         return self.url
 
 
-def start_cluster() -> Cluster:
-    cluster = Cluster(
-        initialize_head=True,
-        # The second logical GPU is room for the node-loss test's replicas.
-        head_node_args={"num_cpus": 4, "num_gpus": 2, "include_dashboard": False},
-    )
-    ray.init(address=cluster.address, log_to_driver=False)
-    return cluster
-
-
 @pytest.fixture(scope="package")
 def stack(model_repository: Path) -> Iterator[Stack]:
-    cluster = start_cluster()
-    state = Stack(cluster, _free_port(), model_repository, _free_port())
+    # The second logical GPU is room for the node-loss test's replicas.
+    cluster = start_multiraylet_cluster(num_cpus=4, num_gpus=2)
+    state = Stack(cluster, free_port(), model_repository, free_port())
     try:
         yield state
     finally:

@@ -19,9 +19,10 @@ import pytest
 import tritonclient.grpc as triton_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.faults import procs
 from tests.integration.faults.conftest import APP_NAME
 from tests.integration.serve.grpc_support import Collector, echo_input
+from tests.support import procs
+from tests.support.waiting import wait_until
 
 # The bounds of the HTTP fault tests (test_replica_killed.py, test_stub_killed.py).
 CALL_END_BOUND_S = 10.0
@@ -195,7 +196,7 @@ def _settles(deployment: str) -> None:
         return len(replicas) == 1 and len(procs.stubs(replicas)) == 1
 
     try:
-        procs.wait_until(settled, REPLACED_BOUND_S, f"{deployment}: one replica, one stub")
+        wait_until(settled, REPLACED_BOUND_S, f"{deployment}: one replica, one stub")
     except AssertionError:
         replicas = procs.replica_pids(APP_NAME, deployment)
         raise AssertionError(f"{deployment}: replicas {replicas}, stubs {procs.stubs()}") from None

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from ray import serve
 
 from app.builders import build_app
-from tests.integration.faults import procs
 from tests.integration.faults.checks import echo, echo_answered, until_answered
-from tests.integration.faults.conftest import Stack, wait_ready
+from tests.integration.faults.conftest import Stack
+from tests.support import procs
+from tests.support.waiting import wait_for_models, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +25,6 @@ REPLICAS = 2
 # Ray notices the node is gone (raylet health checks), then Serve starts the
 # replacement replica and Triton loads echo.
 BACK_BOUND_S = 120.0
-
-
-def _parent(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def _raylet_pid(node: object) -> int:
@@ -65,13 +60,13 @@ def test_replica_on_a_lost_node_is_rescheduled(stack: Stack, faults_url: str) ->
     serve._run(build_app(args), _blocking=False, name=HA_APP, route_prefix=f"/{HA_APP}")
     url = f"{stack.url}/{HA_APP}"
     try:
-        wait_ready(url, ["echo"], timeout=180)
-        procs.wait_until(
+        wait_for_models(url, ["echo"], timeout=180)
+        wait_until(
             lambda: len(procs.replica_pids(HA_APP, "echo")) == REPLICAS, 120, "both replicas"
         )
         replicas = procs.replica_pids(HA_APP, "echo")
-        on_worker = [p for p in replicas if _parent(p) == worker_raylet]
-        assert len(on_worker) == 1, {p: _parent(p) for p in replicas}
+        on_worker = [p for p in replicas if procs.parent(p) == worker_raylet]
+        assert len(on_worker) == 1, {p: procs.parent(p) for p in replicas}
         assert echo_answered(echo(url))
 
         stack.cluster.remove_node(worker, allow_graceful=False)
@@ -82,9 +77,9 @@ def test_replica_on_a_lost_node_is_rescheduled(stack: Stack, faults_url: str) ->
 
         def both_on_head() -> bool:
             pids = procs.replica_pids(HA_APP, "echo")
-            return len(pids) == REPLICAS and all(_parent(p) == head_raylet for p in pids)
+            return len(pids) == REPLICAS and all(procs.parent(p) == head_raylet for p in pids)
 
-        procs.wait_until(both_on_head, BACK_BOUND_S, "both replicas on the head node")
+        wait_until(both_on_head, BACK_BOUND_S, "both replicas on the head node")
         rescheduled = time.monotonic() - lost_at
         print(
             f"node lost: requests answered after {answered:.1f} s, "
@@ -93,8 +88,8 @@ def test_replica_on_a_lost_node_is_rescheduled(stack: Stack, faults_url: str) ->
         for _ in range(10):
             assert echo_answered(echo(url))
         lost = on_worker
-        procs.wait_until(lambda: not procs.stubs(lost), 30, "the lost replica's stubs exit")
-        procs.wait_until(lambda: not procs.shm_files(lost), 30, "the lost replica's regions go")
+        wait_until(lambda: not procs.stubs(lost), 30, "the lost replica's stubs exit")
+        wait_until(lambda: not procs.shm_files(lost), 30, "the lost replica's regions go")
     finally:
         with contextlib.suppress(Exception):
             serve.delete(HA_APP)

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.integration.faults import procs
 from tests.integration.faults.checks import (
     assert_unavailable,
     echo,
@@ -23,6 +22,8 @@ from tests.integration.faults.checks import (
 )
 from tests.integration.faults.conftest import APP_NAME
 from tests.integration.faults.sse import read_stream
+from tests.support import procs
+from tests.support.waiting import wait_until
 
 # A replica is replaced and answering within this (measured: 8-17 s on 2 shared cores
 # for echo and streamer, ~30 s for tiny-llm).
@@ -41,7 +42,7 @@ def _victim(deployment: str) -> int:
 def _assert_replaced_and_clean(deployment: str, victim: int, shm_at_kill: list[str]) -> None:
     replicas = procs.replica_pids(APP_NAME, deployment)
     assert replicas and victim not in replicas
-    procs.wait_until(lambda: not procs.stubs([victim]), 10, "the dead replica's stubs exit")
+    wait_until(lambda: not procs.stubs([victim]), 10, "the dead replica's stubs exit")
     # Present after the kill, gone once the successor started: the successor swept
     # them (Server.start(), then every report period; nothing else removes them).
     assert shm_at_kill, "no region was left to sweep"

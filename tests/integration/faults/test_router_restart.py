@@ -11,9 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.integration.faults import procs
 from tests.integration.faults.checks import echo, echo_answered
 from tests.integration.faults.conftest import APP_NAME
+from tests.support import procs
+from tests.support.waiting import wait_until
 
 # Measured: the proxy held requests ~11 s until the new router answered.
 BACK_BOUND_S = 60.0
@@ -37,7 +38,7 @@ def test_router_killed_comes_back_by_itself(faults_url: str) -> None:
         time.sleep(1.0)
         procs.sigkill(victim)
         killed_at = time.monotonic()
-        procs.wait_until(
+        wait_until(
             lambda: any(sent > killed_at and status == 200 for sent, _, status, _ in outcomes),
             BACK_BOUND_S,
             "a request sent after the kill answered",

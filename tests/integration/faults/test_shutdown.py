@@ -13,9 +13,10 @@ import pytest
 from ray import serve
 
 from app.builders import build_app
-from tests.integration.faults import procs
 from tests.integration.faults.checks import echo, echo_answered
-from tests.integration.faults.conftest import APP_NAME, Stack, wait_ready
+from tests.integration.faults.conftest import APP_NAME, Stack
+from tests.support import procs
+from tests.support.waiting import wait_for_models, wait_until
 
 DELAY_MS = 2000
 IN_FLIGHT = 4
@@ -34,7 +35,7 @@ def _deploy_drain_app(stack: Stack) -> str:
     }
     serve._run(build_app(args), _blocking=False, name=DRAIN_APP, route_prefix=f"/{DRAIN_APP}")
     url = f"{stack.url}/{DRAIN_APP}"
-    wait_ready(url, ["echo"], timeout=120)
+    wait_for_models(url, ["echo"], timeout=120)
     return url
 
 
@@ -52,7 +53,7 @@ def _stop_with_requests_in_flight(url: str, stop: object, owners: list[int]) -> 
         for future in in_flight:
             response = future.result()
             assert echo_answered(response), (response.status_code, response.text)
-    procs.wait_until(lambda: not any(map(procs.alive, owners)), 30, "replica processes exit")
+    wait_until(lambda: not any(map(procs.alive, owners)), 30, "replica processes exit")
     assert procs.stubs(owners) == []
     assert procs.shm_files(owners) == []
     return took
@@ -100,6 +101,6 @@ def test_serve_shutdown_cuts_http_but_replicas_still_clean_up(
             assert echo_answered(response), (response.status_code, response.text)
     print(f"serve.shutdown with {IN_FLIGHT} requests in flight took {took:.1f} s")
     assert took < STOP_BOUND_S
-    procs.wait_until(lambda: not any(map(procs.alive, owners)), 30, "replica processes exit")
+    wait_until(lambda: not any(map(procs.alive, owners)), 30, "replica processes exit")
     assert procs.stubs(owners) == []
     assert procs.shm_files(owners) == []

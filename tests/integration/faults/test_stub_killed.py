@@ -12,7 +12,6 @@ import time
 import httpx
 import pytest
 
-from tests.integration.faults import procs
 from tests.integration.faults.checks import (
     assert_unavailable,
     echo,
@@ -23,6 +22,8 @@ from tests.integration.faults.checks import (
 )
 from tests.integration.faults.conftest import APP_NAME
 from tests.integration.faults.sse import read_stream
+from tests.support import procs
+from tests.support.waiting import wait_until
 
 # The replica looks at its stubs every 2 s (REPORT_PERIOD_S).
 NOTICED_BOUND_S = 10.0
@@ -68,9 +69,7 @@ def test_idle_model_is_reported_unready_then_reloaded_in_place(faults_url: str) 
     assert f"not ready: echo: {why}; reloading it" in seen, seen
     assert took < RELOADED_BOUND_S
     assert echo_answered(echo(faults_url))
-    procs.wait_until(
-        lambda: _ready(faults_url, "/v2/health/ready").status_code == 200, 10, "ready again"
-    )
+    wait_until(lambda: _ready(faults_url, "/v2/health/ready").status_code == 200, 10, "ready again")
     assert procs.replica_pids(APP_NAME, "echo") == [replica]
     (new_stub,) = procs.stubs([replica])
     assert new_stub.pid != stub.pid and new_stub.instance == "echo_0_0"
@@ -121,9 +120,9 @@ def test_stream_under_way_fails_and_the_replica_is_replaced(faults_url: str) -> 
     assert any(why in r for r in reasons), reasons
     # The old replica stops (Serve's graceful shutdown, then Triton's stop, which no
     # longer waits for the requests the dead stub holds) while the new one may run.
-    gone = procs.wait_until(lambda: not procs.alive(replica), 60, "the old replica exits")
+    gone = wait_until(lambda: not procs.alive(replica), 60, "the old replica exits")
     print(f"the old streamer replica exited {gone:.1f} s later")
     replicas = procs.replica_pids(APP_NAME, "streamer")
     assert len(replicas) == 1 and replica not in replicas
-    procs.wait_until(lambda: not procs.stubs([replica]), 10, "the old replica's stubs exit")
-    procs.wait_until(lambda: not procs.shm_files([replica]), 10, "its regions are removed")
+    wait_until(lambda: not procs.stubs([replica]), 10, "the old replica's stubs exit")
+    wait_until(lambda: not procs.shm_files([replica]), 10, "its regions are removed")

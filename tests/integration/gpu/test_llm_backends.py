@@ -27,10 +27,8 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed")
 openai = pytest.importorskip("openai", reason="openai is not installed")
 
-from ray import serve  # noqa: E402
 
-from app.builders import build_app  # noqa: E402
-from tests.integration.serve.conftest import _free_port, _wait_for_models  # noqa: E402
+from tests.support.stack import local_stack  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -87,17 +85,12 @@ def two_vllm_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "gpus": {"memory_gb": round(total_gb, 1), "count": 1},
         "deployments": deployments,
     }
-    port = _free_port()
-    ray.init(address="local", num_cpus=8, num_gpus=1, include_dashboard=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve._run(build_app(args), _blocking=False, name="gpu-llm")
-        url = f"http://127.0.0.1:{port}"
-        _wait_for_models(url, ["small-a", "small-b"], timeout=900)
-        yield url
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    ready = ["small-a", "small-b"]
+    stack = local_stack(
+        args, name="gpu-llm", num_cpus=8, num_gpus=1, ready_models=ready, ready_timeout=900
+    )
+    with stack as running:
+        yield running.url
 
 
 def test_two_vllm_engines_share_one_gpu(two_vllm_models: str) -> None:

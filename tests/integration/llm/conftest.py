@@ -11,11 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
-from ray import serve
 
-from app.builders import build_app
-from tests.integration.serve.conftest import _free_port, _wait_for_models
+from tests.support.stack import local_stack
 
 APP_NAME = "llm"
 
@@ -47,14 +44,9 @@ def llm_app_args(model_repository: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="package")
 def llm_url(model_repository: Path) -> Iterator[str]:
-    port = _free_port()
-    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve._run(build_app(llm_app_args(model_repository)), _blocking=False, name=APP_NAME)
-        url = f"http://127.0.0.1:{port}"
-        _wait_for_models(url, ["tiny-llm", "minilm", "echo"], timeout=240)
-        yield url
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    ready = ["tiny-llm", "minilm", "echo"]
+    args = llm_app_args(model_repository)
+    with local_stack(
+        args, name=APP_NAME, num_gpus=1, ready_models=ready, ready_timeout=240
+    ) as stack:
+        yield stack.url

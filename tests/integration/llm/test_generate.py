@@ -7,9 +7,10 @@ import json
 import time
 
 import httpx
-import psutil
 import pytest
 import tritonclient.http as triton_http
+
+from tests.support import procs
 
 MODEL = "tiny-llm"
 
@@ -74,20 +75,7 @@ def test_tritonclient_sees_the_llm_as_decoupled(llm_url: str) -> None:
 
 def _stub_cpu_seconds() -> float:
     """CPU time of the python-backend stub processes serving tiny-llm."""
-    total = 0.0
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        if (
-            cmdline
-            and "triton_python_backend_stub" in cmdline[0]
-            and any("tiny-llm" in part for part in cmdline)
-        ):
-            try:
-                times = proc.cpu_times()
-                total += times.user + times.system
-            except psutil.Error:
-                pass
-    return total
+    return sum(procs.cpu_seconds(pid) for pid, _ in procs.stubs_mentioning("tiny-llm"))
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v2/models/tiny-llm/generate_stream"])

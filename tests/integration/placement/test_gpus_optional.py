@@ -8,11 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import ray
 from ray import serve
 
 from app.builders import build_app
-from tests.integration.serve.conftest import _free_port, _wait_for_models
+from tests.support.stack import local_stack
+from tests.support.waiting import wait_for_models
 
 
 def _args(model_repository: Path, gpus_optional: bool) -> dict[str, object]:
@@ -25,30 +25,25 @@ def _args(model_repository: Path, gpus_optional: bool) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def cpu_cluster() -> Iterator[int]:
-    port = _free_port()
-    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        yield port
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+def cpu_cluster() -> Iterator[str]:
+    """Ray and Serve on a cluster without GPUs; the tests build and deploy."""
+    with local_stack(None, num_cpus=2) as stack:
+        yield stack.url
 
 
 def test_without_gpus_optional_the_build_says_what_to_do(
-    cpu_cluster: int, model_repository: Path
+    cpu_cluster: str, model_repository: Path
 ) -> None:
     with pytest.raises(ValueError, match="gpus_optional"):
         build_app(_args(model_repository, gpus_optional=False))
 
 
 def test_with_gpus_optional_the_gpu_deployment_serves_on_cpu(
-    cpu_cluster: int, model_repository: Path
+    cpu_cluster: str, model_repository: Path
 ) -> None:
     serve._run(build_app(_args(model_repository, gpus_optional=True)), _blocking=False)
-    url = f"http://127.0.0.1:{cpu_cluster}"
-    _wait_for_models(url, ["echo"], timeout=180)
+    url = cpu_cluster
+    wait_for_models(url, ["echo"], timeout=180)
     tensor = {"name": "INPUT_INT32", "datatype": "INT32", "shape": [1, 2], "data": [4, 5]}
     body = {"inputs": [tensor]}
     answer = httpx.post(f"{url}/v2/models/echo/infer", json=body, timeout=60)

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import ray
 from ray import serve
 
-from app.builders import build_app
-from tests.integration.serve.conftest import _free_port, _wait_for_models
+from tests.support.stack import local_stack
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -86,30 +85,19 @@ def two_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
             }
         ],
     }
-    port = _free_port()
     # A lock directory of this test only: other clusters on the host use logical GPU 0 too.
     env = {"env_vars": {"TRITON_SERVE_GPU_LOCK_DIR": str(root / "locks")}}
-    ray.init(
-        address="local",
+    with local_stack(
+        args,
+        name="lock",
         num_cpus=2,
         num_gpus=1,
-        include_dashboard=False,
-        log_to_driver=False,
+        ready_models=[MODEL],
+        ready_timeout=240,
         runtime_env=env,
-    )
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve._run(build_app(args), _blocking=False, name="lock")
-        url = f"http://127.0.0.1:{port}"
-        _wait_for_models(url, [MODEL], timeout=240)
-        deadline = time.monotonic() + 120
-        while load_log.read_text().count(" end ") < 2:
-            assert time.monotonic() < deadline, load_log.read_text()
-            time.sleep(0.5)
-        yield url, load_log
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    ) as stack:
+        wait_until(lambda: load_log.read_text().count(" end ") >= 2, 120, "both replicas loaded")
+        yield stack.url, load_log
 
 
 def _spans(load_log: Path) -> dict[str, dict[str, float]]:

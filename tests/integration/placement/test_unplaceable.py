@@ -9,11 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import ray
-from ray import serve
 
-from app.builders import build_app
-from tests.integration.serve.conftest import _free_port, _wait_for_models
+from tests.support.stack import local_stack
 
 pytestmark = pytest.mark.slow
 
@@ -35,17 +32,8 @@ def cluster(model_repository: Path) -> Iterator[str]:
             },
         ],
     }
-    port = _free_port()
-    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve._run(build_app(args), _blocking=False, name="cpu-only")
-        url = f"http://127.0.0.1:{port}"
-        _wait_for_models(url, ["echo"], timeout=180)
-        yield url
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with local_stack(args, name="cpu-only", num_cpus=2, num_gpus=1, ready_models=["echo"]) as stack:
+        yield stack.url
 
 
 def test_a_gpu_deployment_on_a_cluster_answers_503_at_once(cluster: str) -> None:

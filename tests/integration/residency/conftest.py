@@ -4,22 +4,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import ray
-from ray import serve
 
-from app.builders import build_app
-from tests.integration.serve.conftest import _free_port
 from tests.support.longtail_models import write_repository
+from tests.support.stack import local_stack
 
 APP_NAME = "residency"
 BUDGET_GB = 0.2
@@ -72,24 +67,8 @@ def pool_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="package")
 def pool_url(pool_repository: Path) -> Iterator[str]:
-    port = _free_port()
-    ray.init(address="local", num_cpus=4, num_gpus=0, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve._run(build_app(pool_args(pool_repository)), _blocking=False, name=APP_NAME)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v2/health/ready", timeout=10).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError("the pool application did not become ready")
-            time.sleep(1)
-        yield url
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with local_stack(pool_args(pool_repository), name=APP_NAME) as stack:
+        yield stack.url
 
 
 def infer(
@@ -113,11 +92,3 @@ def metric(url: str, name: str) -> float:
 def index(url: str) -> dict[str, dict[str, Any]]:
     entries = httpx.post(f"{url}/v2/repository/index", json={}, timeout=10).json()
     return {e["name"]: e for e in entries}
-
-
-def wait_for(predicate: Any, timeout: float = 20, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)

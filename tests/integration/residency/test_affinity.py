@@ -14,7 +14,8 @@ import pytest
 from ray import serve
 
 from app.builders import build_app
-from tests.integration.residency.conftest import infer, metric, pool_args, wait_for
+from tests.integration.residency.conftest import infer, metric, pool_args
+from tests.support.waiting import wait_until
 
 APP = "affinity"
 PREFIX = "/affinity"
@@ -27,7 +28,7 @@ def two_replicas_url(pool_url: str, pool_repository: Path) -> Iterator[str]:
     serve._run(build_app(args), _blocking=False, name=APP, route_prefix=PREFIX)
     url = f"{pool_url}{PREFIX}"
     try:
-        wait_for(lambda: _replicas_reporting(url) == 2, timeout=240, what="two replicas")
+        wait_until(lambda: _replicas_reporting(url) == 2, timeout=240, what="two replicas")
         yield url
     finally:
         with contextlib.suppress(Exception):
@@ -45,7 +46,9 @@ def test_requests_follow_the_replica_that_holds_the_model(two_replicas_url: str)
     url = two_replicas_url
     baseline = metric(url, "triton_serve_model_loads_total")  # the pinned model, per replica
     assert infer(url, "pool-04").status_code == 200
-    wait_for(lambda: metric(url, "triton_serve_model_loads_total") == baseline + 1, what="the load")
+    wait_until(
+        lambda: metric(url, "triton_serve_model_loads_total") == baseline + 1, what="the load"
+    )
     time.sleep(2)  # Serve's controller relays the replica's models to the router
     for value in range(12):
         response = infer(url, "pool-04", float(value))

@@ -13,8 +13,9 @@ import pytest
 from ray import serve
 
 from app.builders import build_app
-from tests.integration.faults import procs
-from tests.integration.residency.conftest import infer, pool_args, wait_for
+from tests.integration.residency.conftest import infer, pool_args
+from tests.support import procs
+from tests.support.waiting import wait_until
 
 APP = "residency-kill"
 PREFIX = "/kill"
@@ -28,7 +29,7 @@ def kill_url(pool_url: str, pool_repository: Path) -> Iterator[str]:
     serve._run(build_app(args), _blocking=False, name=APP, route_prefix=PREFIX)
     url = f"{pool_url}{PREFIX}"
     try:
-        wait_for(lambda: infer(url, "pool-00").status_code == 200, 240, "the replica")
+        wait_until(lambda: infer(url, "pool-00").status_code == 200, 240, "the replica")
         yield url
     finally:
         with contextlib.suppress(Exception):
@@ -39,7 +40,7 @@ def test_waiting_requests_get_503_and_the_replacement_loads(kill_url: str) -> No
     [victim] = procs.replica_pids(APP, DEPLOYMENT)
     with ThreadPoolExecutor(4) as pool:
         waiting = [pool.submit(infer, kill_url, "pool-07", float(v)) for v in range(4)]
-        wait_for(
+        wait_until(
             lambda: any("pool-07" in s.instance for s in procs.stubs([victim])),
             30,
             "the load to start its stub",
@@ -59,4 +60,4 @@ def test_waiting_requests_get_503_and_the_replacement_loads(kill_url: str) -> No
         assert time.monotonic() < deadline, "the replacement never served pool-07"
         time.sleep(2)
     assert response.json()["outputs"][0]["data"] == [8.0]
-    wait_for(lambda: not procs.stubs([victim]), 60, "the dead replica's stubs to go")
+    wait_until(lambda: not procs.stubs([victim]), 60, "the dead replica's stubs to go")

@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.integration.residency.conftest import BUDGET_GB, index, infer, metric, wait_for
+from tests.integration.residency.conftest import BUDGET_GB, index, infer, metric
+from tests.support.waiting import wait_until
 
 NOT_LOADED = "not loaded: loads on first request"
 
@@ -23,17 +24,17 @@ def test_every_pool_model_is_listed(pool_url: str) -> None:
 
 
 def test_concurrent_first_requests_share_one_load(pool_url: str) -> None:
-    wait_for(lambda: metric(pool_url, "triton_serve_model_loads_total") >= 1, what="a report")
+    wait_until(lambda: metric(pool_url, "triton_serve_model_loads_total") >= 1, what="a report")
     loads = metric(pool_url, "triton_serve_model_loads_total")
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda v: infer(pool_url, "pool-03", v), range(8)))
     assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses]
     assert [r.json()["outputs"][0]["data"][0] for r in responses] == [v + 3.0 for v in range(8)]
-    wait_for(
+    wait_until(
         lambda: metric(pool_url, "triton_serve_model_loads_total") >= loads + 1, what="the load"
     )
     assert metric(pool_url, "triton_serve_model_loads_total") == loads + 1
-    wait_for(lambda: index(pool_url)["pool-03"]["state"] == "READY", what="pool-03 READY")
+    wait_until(lambda: index(pool_url)["pool-03"]["state"] == "READY", what="pool-03 READY")
 
 
 def test_least_recently_used_are_evicted_within_the_budget(pool_url: str) -> None:
@@ -59,7 +60,7 @@ def test_least_recently_used_are_evicted_within_the_budget(pool_url: str) -> Non
         sampler.join()
     assert samples and max(samples) <= budget
     assert metric(pool_url, "triton_serve_memory_budget_bytes") == int(budget)
-    wait_for(
+    wait_until(
         lambda: metric(pool_url, "triton_serve_model_evictions_total") >= evictions + 4,
         what="evictions reported",
     )
@@ -70,7 +71,7 @@ def test_least_recently_used_are_evicted_within_the_budget(pool_url: str) -> Non
     # Triton itself unloaded the least recently used: what stays is the pinned model
     # and the most recently used ones (2, 1, 7, ... back in time), at least the last.
     recent = ["pool-02", "pool-01", "pool-07", "pool-06", "pool-05", "pool-04", "pool-03"]
-    wait_for(lambda: "pool-02" in triton_resident(), what="a report after the last load")
+    wait_until(lambda: "pool-02" in triton_resident(), what="a report after the last load")
     resident = triton_resident()
     unpinned = resident - {"pool-00"}
     assert "pool-00" in resident
@@ -82,11 +83,11 @@ def test_model_with_a_request_in_flight_is_not_evicted(pool_url: str) -> None:
     with ThreadPoolExecutor(1) as pool:
         # Long enough to outlast four loads on a busy 2-core machine.
         slow = pool.submit(infer, pool_url, "pool-06", 2.0, 240, 90_000)
-        wait_for(lambda: index(pool_url)["pool-06"]["state"] == "READY", 60, "pool-06 READY")
+        wait_until(lambda: index(pool_url)["pool-06"]["state"] == "READY", 60, "pool-06 READY")
         evictions = metric(pool_url, "triton_serve_model_evictions_total")
         for i in [1, 2, 3, 4]:  # room for about one next to pool-06: each evicts another
             assert infer(pool_url, f"pool-{i:02d}").status_code == 200
-        wait_for(
+        wait_until(
             lambda: metric(pool_url, "triton_serve_model_evictions_total") >= evictions + 3,
             what="evictions",
         )
@@ -102,11 +103,11 @@ def test_explicit_load_pins_until_unload(pool_url: str) -> None:
     assert response.status_code == 200, response.text
     for i in [1, 2, 3, 4, 6, 7]:
         assert infer(pool_url, f"pool-{i:02d}").status_code == 200
-    wait_for(lambda: index(pool_url)["pool-07"]["state"] == "READY", what="pool-07 READY")
+    wait_until(lambda: index(pool_url)["pool-07"]["state"] == "READY", what="pool-07 READY")
     assert index(pool_url)["pool-05"]["state"] == "READY"  # never evicted while pinned
     response = httpx.post(f"{pool_url}/v2/repository/models/pool-05/unload", timeout=120)
     assert response.status_code == 200, response.text
-    wait_for(lambda: index(pool_url)["pool-05"]["reason"] == NOT_LOADED, what="pool-05 unloaded")
+    wait_until(lambda: index(pool_url)["pool-05"]["reason"] == NOT_LOADED, what="pool-05 unloaded")
     assert infer(pool_url, "pool-05").status_code == 200  # loads on demand again
 
 

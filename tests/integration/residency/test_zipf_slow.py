@@ -16,9 +16,10 @@ import pytest
 from ray import serve
 
 from app.builders import build_app
-from tests.integration.residency.conftest import metric, wait_for
+from tests.integration.residency.conftest import metric
 from tests.support.longtail_models import ROOT
 from tests.support.longtail_traffic import zipf_trace
+from tests.support.waiting import wait_until
 
 APP = "residency-zipf"
 PREFIX = "/zipf"
@@ -49,7 +50,7 @@ def zipf_url(pool_url: str) -> Iterator[str]:
     serve._run(build_app(args), _blocking=False, name=APP, route_prefix=PREFIX)
     url = f"{pool_url}{PREFIX}"
     try:
-        wait_for(
+        wait_until(
             lambda: httpx.get(f"{url}/v2/health/ready", timeout=10).status_code == 200,
             240,
             "the long-tail app",

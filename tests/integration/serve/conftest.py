@@ -8,27 +8,17 @@ for 0.5 GPU cannot be placed.
 from __future__ import annotations
 
 import contextlib
-import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import ray
-from ray import serve
 
-from app.builders import build_app
+from tests.support.stack import LocalStack, extra_application, local_stack
 
 APP_NAME = "triton"
 BODY_LIMIT = 8 * 1024 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def app_args(model_repository: Path) -> dict[str, Any]:
@@ -57,47 +47,23 @@ def app_args(model_repository: Path) -> dict[str, Any]:
     }
 
 
-# Serve's gRPC proxy serves Triton's gRPC protocol (test_grpc*.py) next to HTTP.
-GRPC_SERVICER = "app.grpc.servicer.add_inference_service_to_server"
+@pytest.fixture(scope="package")
+def serve_stack(model_repository: Path) -> Iterator[LocalStack]:
+    ready = ["echo", "streamer", "ensemble_pipeline"]
+    with local_stack(
+        app_args(model_repository), name=APP_NAME, num_gpus=1, ready_models=ready
+    ) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="package")
-def grpc_port() -> int:
-    return _free_port()
+def serve_url(serve_stack: LocalStack) -> str:
+    return serve_stack.url
 
 
 @pytest.fixture(scope="package")
-def serve_url(model_repository: Path, grpc_port: int) -> Iterator[str]:
-    port = _free_port()
-    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(
-            http_options={"host": "127.0.0.1", "port": port},
-            grpc_options={"port": grpc_port, "grpc_servicer_functions": [GRPC_SERVICER]},
-        )
-        serve._run(build_app(app_args(model_repository)), _blocking=False, name=APP_NAME)
-        url = f"http://127.0.0.1:{port}"
-        _wait_for_models(url, ["echo", "streamer", "ensemble_pipeline"], timeout=180)
-        yield url
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-
-
-def _wait_for_models(url: str, models: list[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    pending = list(models)
-    while pending:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"models not ready after {timeout} s: {pending}")
-        with contextlib.suppress(httpx.HTTPError):
-            pending = [
-                m
-                for m in pending
-                if httpx.get(f"{url}/v2/models/{m}/ready", timeout=10).status_code != 200
-            ]
-        if pending:
-            time.sleep(1)
+def grpc_port(serve_stack: LocalStack) -> int:
+    return serve_stack.grpc_port
 
 
 SECURE_APP = "triton-secure"
@@ -138,21 +104,16 @@ def secure_url(
         "deployments": [{"name": "echo", "models": ["echo"], "num_gpus": 0, "num_cpus": 0.25}],
         "security": {"api_keys_file": str(key_file)},
     }
-    serve._run(build_app(args), _blocking=False, name=SECURE_APP, route_prefix=SECURE_PREFIX)
     url = f"{serve_url}{SECURE_PREFIX}"
-    deadline = time.monotonic() + 180
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    while True:
+
+    def ready() -> bool:
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/v2/models/echo/ready", headers=headers).status_code == 200:
-                break
-        if time.monotonic() > deadline:
-            raise TimeoutError("the secured application did not become ready")
-        time.sleep(1)
-    try:
+            return httpx.get(f"{url}/v2/models/echo/ready", headers=headers).status_code == 200
+        return False
+
+    with extra_application(args, SECURE_APP, SECURE_PREFIX, ready):
         yield url
-    finally:
-        serve.delete(SECURE_APP)
 
 
 @pytest.fixture(scope="package")
@@ -162,6 +123,6 @@ def http_host(serve_url: str) -> str:
 
 
 @pytest.fixture(scope="package")
-def grpc_host(serve_url: str, grpc_port: int) -> str:
+def grpc_host(serve_stack: LocalStack) -> str:
     """``host:port`` of Serve's gRPC proxy, for ``tritonclient.grpc``."""
-    return f"127.0.0.1:{grpc_port}"
+    return serve_stack.grpc_host

@@ -3,7 +3,7 @@
 Other applications may run in this cluster (test_auth.py's), so the client names
 the application in the call metadata (Serve's ``application`` key) with a
 tritonclient plugin; with a single application no metadata is needed
-(``test_single_application_needs_no_metadata``).
+(``test_single_application_needs_no_metadata``, which waits until the others are gone).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from tests.integration.serve.grpc_support import (
     is_final,
     status_of,
 )
+from tests.support.waiting import wait_until
 
 
 def make_client(grpc_host: str, **metadata: str) -> triton_grpc.InferenceServerClient:
@@ -337,9 +338,14 @@ def test_grpc_requests_are_counted(
 
 
 def test_single_application_needs_no_metadata(grpc_host: str) -> None:
-    """tritonclient's own call pattern: no ``application`` metadata at all."""
-    if len(serve.status().applications) != 1:
-        pytest.skip("another application runs in this cluster; Serve then needs the metadata")
+    """tritonclient's own call pattern: no ``application`` metadata at all. Serve needs
+    the metadata while another application runs, so this waits (bounded) until the
+    module-scoped applications of the modules before it are deleted."""
+    wait_until(
+        lambda: set(serve.status().applications) == {APP_NAME},
+        120,
+        "the other applications deleted",
+    )
     with triton_grpc.InferenceServerClient(grpc_host) as plain:
         assert plain.is_server_live()
         x = np.ones((1, 2), dtype=np.float32)

@@ -13,10 +13,8 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
-from ray import serve
 from tritonclient.utils import InferenceServerException
 
-from app.builders import build_app
 from tests.integration.serve.conftest import ADMIN_KEY, LIMITED_KEY, OTHER_TEAM_KEY, SECURE_APP
 from tests.integration.serve.grpc_support import (
     Collector,
@@ -25,6 +23,7 @@ from tests.integration.serve.grpc_support import (
     is_final,
     status_of,
 )
+from tests.support.stack import extra_application
 
 EXTRA_APP = "triton-grpc-extra"
 
@@ -42,35 +41,22 @@ def extra_app(serve_url: str, model_repository: Path, grpc_host: str) -> Iterato
             {"name": "tiny-llm", "models": ["tiny-llm"], "max_ongoing_requests": 8, **cpu},
         ],
     }
-    serve._run(build_app(args), _blocking=True, name=EXTRA_APP, route_prefix="/grpc-extra")
-    with app_client(grpc_host, EXTRA_APP) as client:
-        for model in ("versioned", "tiny-llm"):
-            wait_ready(client, model)
-    try:
+
+    def ready() -> bool:
+        with app_client(grpc_host, EXTRA_APP) as client:
+            try:
+                return all(client.is_model_ready(m) for m in ("versioned", "tiny-llm"))
+            except InferenceServerException:
+                return False
+
+    with extra_application(args, EXTRA_APP, "/grpc-extra", ready, ready_timeout=240):
         yield EXTRA_APP
-    finally:
-        serve.delete(EXTRA_APP)
 
 
 def app_client(grpc_host: str, app: str, **metadata: str) -> triton_grpc.InferenceServerClient:
     client = triton_grpc.InferenceServerClient(grpc_host)
     client.register_plugin(Metadata(application=app, **metadata))
     return client
-
-
-def wait_ready(client: triton_grpc.InferenceServerClient, model: str) -> None:
-    import time
-
-    deadline = time.monotonic() + 240
-    while True:
-        try:
-            if client.is_model_ready(model):
-                return
-        except InferenceServerException:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{model} not ready over gRPC")
-        time.sleep(1)
 
 
 def test_versions(extra_app: str, grpc_host: str) -> None:

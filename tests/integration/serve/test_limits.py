@@ -13,9 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from ray import serve
 
-from app.builders import build_app
+from tests.support.stack import extra_application
 
 X = {"name": "INPUT_FP32", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}
 
@@ -104,16 +103,13 @@ def policy_url(
         "router": {"num_cpus": 0.1},
         "deployments": [{"name": "echo", "models": ["echo"], "num_gpus": 0, "num_cpus": 0.25}],
     }
-    serve._run(build_app(args), _blocking=False, name="triton-policy", route_prefix="/policy")
     url = f"{serve_url}/policy"
-    deadline = time.monotonic() + 180
-    while httpx.get(f"{url}/v2/models/echo/ready", timeout=30).status_code != 200:
-        assert time.monotonic() < deadline, "the /policy application did not become ready"
-        time.sleep(1)
-    try:
+
+    def ready() -> bool:
+        return httpx.get(f"{url}/v2/models/echo/ready", timeout=30).status_code == 200
+
+    with extra_application(args, "triton-policy", "/policy", ready):
         yield url
-    finally:
-        serve.delete("triton-policy")
 
 
 def _pycache(directory: str, names: list[str]) -> list[str]:

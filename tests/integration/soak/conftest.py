@@ -14,8 +14,9 @@ from ray import serve
 from ray.cluster_utils import Cluster
 
 from app.builders import build_app
-from tests.integration.faults.conftest import start_cluster, wait_ready
-from tests.integration.serve.conftest import _free_port
+from tests.support.ports import free_port
+from tests.support.serving import start_multiraylet_cluster
+from tests.support.waiting import wait_for_models
 
 APP_NAME = "soak"
 MODELS = ["echo", "streamer", "versioned", "tiny-llm", "minilm"]
@@ -56,13 +57,13 @@ class SoakStack:
 
 @pytest.fixture(scope="package")
 def soak_stack(model_repository: Path) -> Iterator[SoakStack]:
-    cluster = start_cluster()
-    port = _free_port()
+    cluster = start_multiraylet_cluster()
+    port = free_port()
     try:
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
         serve._run(build_app(soak_app_args(model_repository)), _blocking=False, name=APP_NAME)
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, MODELS, timeout=300)
+        wait_for_models(url, MODELS, timeout=300)
         yield SoakStack(cluster, url)
     finally:
         with contextlib.suppress(Exception):

@@ -17,14 +17,13 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-from tests.integration.faults import procs
 from tests.integration.soak.client import run_soak, summary
 from tests.integration.soak.conftest import APP_NAME, SoakStack
 from tests.integration.soak.traffic import MIX
+from tests.support import procs
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 WARMUP_S = min(120.0, SOAK_SECONDS / 4)
@@ -37,36 +36,6 @@ DEPLOYMENTS = ["echo", "streamer", "versioned", "tiny-llm", "embedding"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(SOAK_SECONDS) + 900)]
 
 
-def _children(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                found.append(int(entry.name))
-    return found
-
-
-def _title(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _rss(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 @dataclass
 class RssSampler:
     """Every SAMPLE_PERIOD_S: the RSS of the raylet's Ray workers and their stubs."""
@@ -77,14 +46,14 @@ class RssSampler:
 
     def watched(self) -> dict[tuple[int, str], int]:
         found: dict[tuple[int, str], int] = {}
-        for pid in _children(self.raylet):
-            title = _title(pid)
+        for pid in procs.children(self.raylet):
+            title = procs.title(pid)
             if not title.startswith("ray::") or title.startswith("ray::IDLE"):
                 continue
             for key_pid, name in [(pid, title.split(".")[0])] + [
                 (stub.pid, f"  stub {stub.instance}") for stub in procs.stubs([pid])
             ]:
-                rss = _rss(key_pid)
+                rss = procs.rss(key_pid)
                 if rss is not None:
                     found[(key_pid, name)] = rss
         return found

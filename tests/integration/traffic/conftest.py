@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import ray
 from ray import serve
 from ray.serve.context import _get_global_client
 from ray.serve.schema import ServeDeploySchema
 
+from tests.support.stack import LocalStack, local_stack
+
 APP_NAME = "triton"
-GRPC_SERVICER = "app.grpc.servicer.add_inference_service_to_server"
 CPU = {"num_gpus": 0, "num_cpus": 0.25}
 
 TRAFFIC: dict[str, Any] = {
@@ -58,12 +56,6 @@ TRAFFIC: dict[str, Any] = {
     },
     "assistant": {"targets": [{"model": "tiny-llm", "weight": 1}]},
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def traffic_config(
@@ -117,44 +109,29 @@ def wait_running(timeout: float = 240) -> None:
 
 
 @pytest.fixture(scope="package")
-def grpc_port() -> int:
-    return _free_port()
+def traffic_stack(model_repository: Path) -> Iterator[LocalStack]:
+    ready = ["versioned", "ensemble_pipeline", "tiny-llm"]
+    with local_stack(
+        None,
+        deploy_app=lambda: deploy(traffic_config(model_repository)),
+        ready_models=ready,
+        ready_timeout=300,
+    ) as stack:
+        try:
+            yield stack
+        finally:
+            with contextlib.suppress(Exception):
+                serve.delete(APP_NAME, _blocking=True)
 
 
 @pytest.fixture(scope="package")
-def traffic_url(model_repository: Path, grpc_port: int) -> Iterator[str]:
-    port = _free_port()
-    ray.init(address="local", num_cpus=4, num_gpus=0, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(
-            http_options={"host": "127.0.0.1", "port": port},
-            grpc_options={"port": grpc_port, "grpc_servicer_functions": [GRPC_SERVICER]},
-        )
-        deploy(traffic_config(model_repository))
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(url, ["versioned", "ensemble_pipeline", "tiny-llm"], timeout=300)
-        yield url
-    finally:
-        with contextlib.suppress(Exception):
-            serve.delete(APP_NAME, _blocking=True)
-        serve.shutdown()
-        ray.shutdown()
+def traffic_url(traffic_stack: LocalStack) -> str:
+    return traffic_stack.url
 
 
-def _wait_ready(url: str, models: list[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    pending = list(models)
-    while pending:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"models not ready after {timeout} s: {pending}")
-        with contextlib.suppress(httpx.HTTPError):
-            pending = [
-                m
-                for m in pending
-                if httpx.get(f"{url}/v2/models/{m}/ready", timeout=10).status_code != 200
-            ]
-        if pending:
-            time.sleep(1)
+@pytest.fixture(scope="package")
+def grpc_port(traffic_stack: LocalStack) -> int:
+    return traffic_stack.grpc_port
 
 
 @pytest.fixture(scope="package")

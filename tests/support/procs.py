@@ -1,13 +1,12 @@
-"""What a fault test looks at on this machine: Serve replicas' and python-backend stubs'
-processes (every node of a ``ray.cluster_utils.Cluster`` is a process tree here) and the
-python backend's shared-memory files."""
+"""Processes and shared memory as this machine shows them (`/proc`, `/dev/shm`): Serve
+replicas, python-backend stubs (every node of a ``ray.cluster_utils.Cluster`` is a process
+tree here) and the python backend's shared-memory regions."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,12 +95,56 @@ def sigkill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-def wait_until(predicate: object, timeout: float, what: str, period: float = 0.5) -> float:
-    """Poll ``predicate`` until true; returns the seconds it took, fails naming ``what``."""
-    assert callable(predicate)
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not after {timeout} s")
-        time.sleep(period)
-    return time.monotonic() - started
+def title(pid: int) -> str:
+    """The process's argv[0] (Ray workers carry their actor's title there); "" once gone."""
+    return _cmdline(pid).split(b"\0", 1)[0].decode(errors="replace")
+
+
+def children(pid: int) -> list[int]:
+    """Live (not zombie) child processes of ``pid``."""
+    return sorted(p for p in _pids() if parent(p) == pid and alive(p))
+
+
+def rss(pid: int) -> int | None:
+    """Resident set size in bytes (None once the process is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def stubs_mentioning(text: str) -> list[tuple[int, str]]:
+    """Live python-backend stubs whose command line contains ``text`` (a server's shm
+    prefix, a model name), with that command line."""
+    found = []
+    for pid in _pids():
+        cmdline = _cmdline(pid)
+        if STUB in cmdline.split(b"\0", 1)[0] and text.encode() in cmdline and alive(pid):
+            found.append((pid, cmdline.replace(b"\0", b" ").decode(errors="replace")))
+    return found
+
+
+def shm_files_with_prefix(prefix: str, since: float | None = None) -> list[str]:
+    """``/dev/shm`` regions named ``<prefix>*``; with ``since``, only those created at or
+    after that time (not leftovers of a reused pid)."""
+    found = []
+    for path in SHM_DIR.glob(f"{prefix}*"):
+        try:
+            if since is None or path.stat().st_ctime >= since:
+                found.append(path.name)
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime are fields 14 and 15 of stat(5), in clock ticks.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
