@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,8 +64,14 @@ def stack() -> Iterator[tuple[int, int]]:
             if "RUNNING" in line or time.monotonic() > deadline:
                 break
             assert "DEPLOY_FAILED" not in line, line
-        ready = httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=30)
-        assert ready.status_code == 200, ready.text
+        # Keep reading the stack's output (a full pipe would block it).
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+        # Ready once every model is: a stub that died while starting is reloaded first.
+        url = f"http://127.0.0.1:{http_port}/v2/health/ready"
+        ready_by = time.monotonic() + 240
+        while (ready := httpx.get(url, timeout=30)).status_code != 200:
+            assert time.monotonic() < ready_by, ready.text
+            time.sleep(2)
         yield http_port, grpc_port
     finally:
         process.send_signal(signal.SIGTERM)
