@@ -90,7 +90,7 @@ def _streams_again(address: str) -> bool:
     try:
         client.start_stream(callback=collector, headers=GRPC_ERROR)
         client.async_stream_infer("streamer", _tokens(3))
-        answers = collector.take(3, timeout=60)
+        answers = collector.take_until_error(3, timeout=60)
     finally:
         client.stop_stream()
         client.close()

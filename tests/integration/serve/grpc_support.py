@@ -49,6 +49,16 @@ class Collector:
     def take(self, n: int, timeout: float = 60) -> list[tuple[Any, Any]]:
         return [self.items.get(timeout=timeout) for _ in range(n)]
 
+    def take_until_error(self, n: int, timeout: float = 60) -> list[tuple[Any, Any]]:
+        """Up to ``n`` items, stopping at the first error: a stream that asked for
+        ``triton_grpc_error`` ends at its error, so nothing follows it."""
+        items: list[tuple[Any, Any]] = []
+        while len(items) < n:
+            items.append(self.items.get(timeout=timeout))
+            if items[-1][1] is not None:
+                break
+        return items
+
 
 def is_final(result: Any) -> bool | None:
     final = result.get_response().parameters.get("triton_final_response")
