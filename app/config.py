@@ -409,7 +409,8 @@ class AppConfig(_Config):
 
     @model_validator(mode="after")
     def _traffic_targets(self) -> AppConfig:
-        check_traffic(self.traffic, openai_tasks(self))
+        globs = [m for dep in self.deployments for m in dep.models if is_glob(m)]
+        check_traffic(self.traffic, openai_tasks(self), globs)
         return self
 
 

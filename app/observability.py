@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import threading
-from bisect import bisect_left
-from collections import defaultdict
-from itertools import accumulate
+from typing import Any
 
-__all__ = ["RouterMetrics", "label_metrics", "merge_metrics"]
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+__all__ = ["RouterMetrics", "label_metrics", "merge_metrics", "render_registry"]
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?( .*)$")
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -50,57 +49,57 @@ def merge_metrics(documents: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_registry(registry: CollectorRegistry) -> str:
+    """Prometheus text of one registry, without ``_created`` series: these counters live
+    and restart with their process, so a creation time per label set would only double
+    the series a scraper stores."""
+    text = generate_latest(registry).decode()
+    return "\n".join(line for line in text.splitlines() if not _is_created(line)) + "\n"
+
+
+def _is_created(line: str) -> bool:
+    if line.startswith(("# HELP ", "# TYPE ")):
+        name = line.split(" ", 3)[2]
+    else:
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+    return name.endswith("_created")
+
+
 class RouterMetrics:
-    """Requests and latency per model, route and status, in Prometheus text."""
+    """Requests and latency per model, route and status (``prometheus_client``, one
+    registry per router so that tests and apps in one process do not share counts)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self._latency: dict[tuple[str, str], list[float]] = {}
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter(
+            "triton_serve_requests",
+            "Requests answered by the router.",
+            ("model", "route", "status"),
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "triton_serve_request_duration_seconds",
+            "Router latency per request.",
+            ("model", "route"),
+            buckets=_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        # The labelled children, cached: ``labels()`` validates its arguments per call.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, model: str, route: str, status: int, seconds: float) -> None:
-        """Count one request: a few dict lookups; the histogram's cumulative buckets
-        are summed when rendered, not per request."""
-        with self._lock:
-            self._requests[(model, route, status)] += 1
-            buckets = self._latency.get((model, route))
-            if buckets is None:
-                buckets = self._latency[(model, route)] = [0.0] * (len(_LATENCY_BUCKETS_S) + 3)
-            # buckets[i]: requests in (bound[i-1], bound[i]]; then > last bound, count, sum.
-            buckets[bisect_left(_LATENCY_BUCKETS_S, seconds)] += 1
-            buckets[-2] += 1
-            buckets[-1] += seconds
+        key = (model, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children.setdefault(
+                key,
+                (
+                    self._requests.labels(model, route, str(status)),
+                    self._latency.labels(model, route),
+                ),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> str:
-        lines = [
-            "# HELP triton_serve_requests_total Requests answered by the router.",
-            "# TYPE triton_serve_requests_total counter",
-        ]
-        with self._lock:
-            for (model, route, status), count in sorted(self._requests.items()):
-                lines.append(
-                    f'triton_serve_requests_total{{model="{_escape(model)}",route="{route}",'
-                    f'status="{status}"}} {count}'
-                )
-            lines += [
-                "# HELP triton_serve_request_duration_seconds Router latency per request.",
-                "# TYPE triton_serve_request_duration_seconds histogram",
-            ]
-            for (model, route), buckets in sorted(self._latency.items()):
-                base = f'model="{_escape(model)}",route="{route}"'
-                for bound, value in zip(_LATENCY_BUCKETS_S, accumulate(buckets), strict=False):
-                    lines.append(
-                        f'triton_serve_request_duration_seconds_bucket{{{base},le="{bound}"}} '
-                        f"{int(value)}"
-                    )
-                lines.append(
-                    f'triton_serve_request_duration_seconds_bucket{{{base},le="+Inf"}} '
-                    f"{int(buckets[-2])}"
-                )
-                lines.append(
-                    f"triton_serve_request_duration_seconds_count{{{base}}} {int(buckets[-2])}"
-                )
-                lines.append(
-                    f"triton_serve_request_duration_seconds_sum{{{base}}} {buckets[-1]:.6f}"
-                )
-        return "\n".join(lines) + "\n"
+        return render_registry(self.registry)

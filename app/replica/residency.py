@@ -22,8 +22,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
 from app.config import ModelDeploymentConfig
 from app.errors import BadRequest, ServingError, Unavailable, from_triton
+from app.observability import render_registry
 from app.residency.config import NOT_LOADED_REASON, ResidencyConfig
 from app.residency.memory import GpuMeter, Measurement, declared_bytes, process_rss, stub_rss
 from app.residency.policy import Evict, ResidencyPolicy, TooBig
@@ -40,6 +43,44 @@ log = logging.getLogger(__name__)
 # its reason with a 503 at once instead of each starting a load that fails again.
 FAILED_LOAD_HOLD_S = 5.0
 _LOAD_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class _PoolMetrics:
+    """The pool's counters and gauges, in a registry of their own per replica."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.loads = Counter(
+            "triton_serve_model_loads",
+            "Pool models loaded (on demand or pinned).",
+            registry=self.registry,
+        )
+        self.evictions = Counter(
+            "triton_serve_model_evictions",
+            "Models unloaded to make room.",
+            registry=self.registry,
+        )
+        self.load_seconds = Histogram(
+            "triton_serve_model_load_seconds",
+            "Seconds a pool model took to load.",
+            buckets=_LOAD_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.resident_bytes = Gauge(
+            "triton_serve_resident_bytes",
+            "Memory the resident pool models take, as measured.",
+            registry=self.registry,
+        )
+        self.budget_bytes = Gauge(
+            "triton_serve_memory_budget_bytes",
+            "The replica's residency budget.",
+            registry=self.registry,
+        )
+        self.resident_models = Gauge(
+            "triton_serve_resident_models",
+            "Pool models resident in the replica.",
+            registry=self.registry,
+        )
 
 
 class _FifoLock:
@@ -106,9 +147,7 @@ class Residency:
         self._sequence = _FifoLock()  # plan -> evict -> load, one at a time, in order
         self._loading: dict[str, concurrent.futures.Future[None]] = {}
         self._evicting: set[str] = set()
-        self.loads = 0
-        self.evictions = 0
-        self._load_seconds = [0.0] * (len(_LOAD_BUCKETS_S) + 2)
+        self.metrics = _PoolMetrics()
         self._publish = publish
         self._published: frozenset[str] | None = None
         for model in sorted(self.pinned):
@@ -224,36 +263,10 @@ class Residency:
     def render_metrics(self) -> str:
         """Prometheus text; the router adds the deployment and replica labels."""
         with self._state:
-            used, budget = self.policy.used(), self.policy.budget
-            resident = len(self.policy.resident)
-            loads, evictions, buckets = self.loads, self.evictions, list(self._load_seconds)
-        lines = [
-            "# HELP triton_serve_model_loads_total Pool models loaded (on demand or pinned).",
-            "# TYPE triton_serve_model_loads_total counter",
-            f"triton_serve_model_loads_total {loads}",
-            "# HELP triton_serve_model_evictions_total Models unloaded to make room.",
-            "# TYPE triton_serve_model_evictions_total counter",
-            f"triton_serve_model_evictions_total {evictions}",
-            "# HELP triton_serve_model_load_seconds Seconds a pool model took to load.",
-            "# TYPE triton_serve_model_load_seconds histogram",
-        ]
-        for bound, count in zip(_LOAD_BUCKETS_S, buckets, strict=False):
-            lines.append(f'triton_serve_model_load_seconds_bucket{{le="{bound}"}} {int(count)}')
-        lines += [
-            f'triton_serve_model_load_seconds_bucket{{le="+Inf"}} {int(buckets[-2])}',
-            f"triton_serve_model_load_seconds_count {int(buckets[-2])}",
-            f"triton_serve_model_load_seconds_sum {buckets[-1]:.6f}",
-            "# HELP triton_serve_resident_bytes Memory the resident pool models take, as measured.",
-            "# TYPE triton_serve_resident_bytes gauge",
-            f"triton_serve_resident_bytes {used}",
-            "# HELP triton_serve_memory_budget_bytes The replica's residency budget.",
-            "# TYPE triton_serve_memory_budget_bytes gauge",
-            f"triton_serve_memory_budget_bytes {budget}",
-            "# HELP triton_serve_resident_models Pool models resident in the replica.",
-            "# TYPE triton_serve_resident_models gauge",
-            f"triton_serve_resident_models {resident}",
-        ]
-        return "\n".join(lines) + "\n"
+            self.metrics.resident_bytes.set(self.policy.used())
+            self.metrics.budget_bytes.set(self.policy.budget)
+            self.metrics.resident_models.set(len(self.policy.resident))
+        return render_registry(self.metrics.registry)
 
     # ---- loading and evicting (threads) ----
 
@@ -367,8 +380,8 @@ class Residency:
             self.load_errors.pop(model, None)
             self.known_sizes[model] = measured
             self.policy.loaded(model, measured.size, measured.source, pin)
-            self.loads += 1
-            self._observe_load(seconds)
+            self.metrics.loads.inc()
+            self.metrics.load_seconds.observe(seconds)
             log.info(
                 "model %s loaded in %.2f s: %d bytes (%s)",
                 model,
@@ -442,13 +455,5 @@ class Residency:
             self.policy.unloaded(model)
             self._evicting.discard(model)
             if count:
-                self.evictions += 1
+                self.metrics.evictions.inc()
             self._room.notify_all()
-
-    def _observe_load(self, seconds: float) -> None:
-        buckets = self._load_seconds
-        for i, bound in enumerate(_LOAD_BUCKETS_S):
-            if seconds <= bound:
-                buckets[i] += 1
-        buckets[-2] += 1
-        buckets[-1] += seconds

@@ -10,8 +10,9 @@ from __future__ import annotations
 import fnmatch
 from pathlib import Path
 
-from app.config import AppConfig, ModelDeploymentConfig, validate_model_name
+from app.config import AppConfig, ModelDeploymentConfig, openai_tasks, validate_model_name
 from app.residency.config import is_glob
+from app.router.traffic_config import check_traffic
 
 __all__ = ["has_globs", "repository_models", "resolve_pools"]
 
@@ -82,7 +83,10 @@ def resolve_pools(cfg: AppConfig) -> AppConfig:
                         f"the models of deployment {dep.name!r}"
                     )
         deployments.append(dep.model_copy(update={"models": resolved}))
-    return cfg.model_copy(update={"deployments": deployments})
+    resolved_cfg = cfg.model_copy(update={"deployments": deployments})
+    # Traffic targets that matched a glob are models now, or not in the repository.
+    check_traffic(resolved_cfg.traffic, openai_tasks(resolved_cfg))
+    return resolved_cfg
 
 
 def oversized_models(cfg: AppConfig) -> list[str]:

@@ -15,13 +15,16 @@ import hashlib
 import math
 import random
 from bisect import bisect_right
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter
+
+from app.observability import render_registry
+from app.residency.config import NOT_LOADED_REASON
 from app.router.traffic_config import TrafficRouteConfig, target_label
 
 __all__ = [
@@ -134,63 +137,56 @@ class Route:
         self.mirror_in_flight -= 1
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 class TrafficMetrics:
     """Routed requests per (route, target) and mirror copies per (route, target,
-    result). Touched only from the router's event loop."""
+    result)."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str], int] = defaultdict(int)
-        self.mirrored: dict[tuple[str, str, str], int] = defaultdict(int)
-        self.rejected_configs = 0
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._rejected = Counter(
+            "triton_serve_traffic_config_rejected",
+            "Traffic configs the router refused (it kept its routes); the log names the field.",
+            registry=self.registry,
+        )
+        self._requests = Counter(
+            "triton_serve_traffic_requests",
+            "Requests to a public name, by target.",
+            ("route", "target"),
+            registry=self.registry,
+        )
+        self._mirrored = Counter(
+            "triton_serve_traffic_mirror",
+            "Mirror copies: ok, error or dropped.",
+            ("route", "target", "result"),
+            registry=self.registry,
+        )
 
     def routed(self, route: str, target: str) -> None:
-        self.requests[(route, target)] += 1
+        self._requests.labels(route, target).inc()
 
     def mirror(self, route: str, target: str, result: str) -> None:
-        self.mirrored[(route, target, result)] += 1
+        self._mirrored.labels(route, target, result).inc()
 
     def config_rejected(self) -> None:
-        self.rejected_configs += 1
+        self._rejected.inc()
 
     def render(self) -> str:
-        lines = [
-            "# HELP triton_serve_traffic_config_rejected_total Traffic configs the router "
-            "refused (it kept its routes); the log names the field.",
-            "# TYPE triton_serve_traffic_config_rejected_total counter",
-            f"triton_serve_traffic_config_rejected_total {self.rejected_configs}",
-            "# HELP triton_serve_traffic_requests_total Requests to a public name, by target.",
-            "# TYPE triton_serve_traffic_requests_total counter",
-        ]
-        for (route, target), count in sorted(self.requests.items()):
-            lines.append(
-                f'triton_serve_traffic_requests_total{{route="{_escape(route)}",'
-                f'target="{_escape(target)}"}} {count}'
-            )
-        lines += [
-            "# HELP triton_serve_traffic_mirror_total Mirror copies: ok, error or dropped.",
-            "# TYPE triton_serve_traffic_mirror_total counter",
-        ]
-        for (route, target, result), count in sorted(self.mirrored.items()):
-            lines.append(
-                f'triton_serve_traffic_mirror_total{{route="{_escape(route)}",'
-                f'target="{_escape(target)}",result="{result}"}} {count}'
-            )
-        return "\n".join(lines) + "\n"
+        return render_registry(self.registry)
 
 
 def route_state(route: Route, states: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """A public name's entry in model listings: READY when a target that takes
-    traffic is (the others take over its share), else why not."""
+    traffic is (the others take over its share); like a pool model, "not loaded:
+    loads on first request" when such targets are pool models not loaded yet; else
+    why not."""
     serving = [t for t in route.targets if t.weight > 0 or route.cfg.on_unavailable == "failover"]
     ready = [t for t in serving if states.get(t.model, {}).get("state") == "READY"]
+    cold = [t for t in serving if states.get(t.model, {}).get("reason") == NOT_LOADED_REASON]
     targets = ", ".join(f"{t.label} ({t.weight:g})" for t in route.targets)
-    return {
-        "state": "READY" if ready else "UNAVAILABLE",
-        "reason": f"routed to {targets}" if ready else f"no target ready of {targets}",
-        "version": "",
-        "versions": [],
-    }
+    if ready:
+        state, reason = "READY", f"routed to {targets}"
+    elif cold:
+        state, reason = "UNAVAILABLE", NOT_LOADED_REASON
+    else:
+        state, reason = "UNAVAILABLE", f"no target ready of {targets}"
+    return {"state": state, "reason": reason, "version": "", "versions": []}

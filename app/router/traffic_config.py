@@ -8,6 +8,8 @@ field path at fault.
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import (
@@ -148,12 +150,16 @@ class TrafficRouteConfig(_Config):
 
 
 def check_traffic(
-    routes: dict[str, TrafficRouteConfig], openai_tasks: dict[str, str | None]
+    routes: dict[str, TrafficRouteConfig],
+    openai_tasks: dict[str, str | None],
+    pool_globs: Sequence[str] = (),
 ) -> None:
     """Routes against the application's models (``openai_tasks``: every model, with
     its ``/v1`` task or None): a public name must not be a model, targets and mirrors
     must be models (routes do not nest, so there are no cycles), and a route's
-    targets share one ``/v1`` exposure. Raises ``ValueError`` naming the field."""
+    targets share one ``/v1`` exposure. A name that one of ``pool_globs`` (globs in
+    deployments' ``models``) matches passes here and is checked again once the globs
+    are resolved against the repository. Raises ``ValueError`` naming the field."""
     for name, route in routes.items():
         where = f"traffic.{name}"
         if name in openai_tasks:
@@ -162,8 +168,8 @@ def check_traffic(
         first_task = openai_tasks.get(route.targets[0].model)
         for i, target in enumerate(route.targets):
             field = f"{where}.targets[{i}].model"
-            _check_model(field, target.model, routes, openai_tasks)
-            task = openai_tasks[target.model]
+            _check_model(field, target.model, routes, openai_tasks, pool_globs)
+            task = openai_tasks.get(target.model)
             if task != first_task:
                 raise ValueError(
                     f"{field}: {target.model!r} is on /v1 as {task!r} but targets[0] as "
@@ -174,7 +180,9 @@ def check_traffic(
                     f"{where}.targets[{i}].version: /v1 has no versions; route whole models"
                 )
         if route.mirror is not None:
-            _check_model(f"{where}.mirror.model", route.mirror.model, routes, openai_tasks)
+            _check_model(
+                f"{where}.mirror.model", route.mirror.model, routes, openai_tasks, pool_globs
+            )
 
 
 def _check_public_name(where: str, name: str) -> None:
@@ -187,11 +195,13 @@ def _check_model(
     model: str,
     routes: dict[str, TrafficRouteConfig],
     openai_tasks: dict[str, str | None],
+    pool_globs: Sequence[str],
 ) -> None:
     if model in routes:
         raise ValueError(f"{field}: {model!r} is a traffic route; routes do not nest")
-    if model not in openai_tasks:
-        raise ValueError(f"{field}: {model!r} is not a model of any deployment")
+    if model in openai_tasks or any(fnmatch.fnmatchcase(model, g) for g in pool_globs):
+        return
+    raise ValueError(f"{field}: {model!r} is not a model of any deployment")
 
 
 def parse_traffic(user_config: object) -> dict[str, TrafficRouteConfig]:

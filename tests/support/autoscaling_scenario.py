@@ -271,7 +271,7 @@ def run_scenario(scenario: Scenario, manifest_dir: Path | None = None) -> Timeli
     import ray
     from ray import serve
 
-    from app.builders import build_app
+    from tests.support.stack import LocalStack, deploy, start_serving
 
     os.environ.update(CLUSTER_ENV)
     shapes = load_worker_group_shapes(manifest_dir)
@@ -283,14 +283,13 @@ def run_scenario(scenario: Scenario, manifest_dir: Path | None = None) -> Timeli
     cluster.start()
     try:
         ray.init(address=cluster.address, log_to_driver=False, namespace="autoscaling")
-        http_port = free_port()
+        stack = LocalStack(free_port(), free_port())
         # One proxy on the head: fake nodes share this host, so per-node proxies would
         # fight over the port (on Kubernetes every pod runs one, proxy_location EveryNode).
-        serve.start(
-            proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port}
-        )
-        serve._run(build_app(app_args(scenario, shape)), _blocking=False, name=APP_NAME)
-        base_url = f"http://127.0.0.1:{http_port}"
+        start_serving(stack, None, APP_NAME, proxy_location="HeadOnly")
+        # The models' GPU nodes start from zero: the router answers before they are ready.
+        deploy(app_args(scenario, shape), APP_NAME)
+        base_url = stack.url
         _wait_for_router(base_url, timeout_s=240)
         rec = _Recorder(timeline, gpu_resource, time.monotonic())
         rec.start()

@@ -4,7 +4,8 @@ the application ``app.builders.build_app`` makes of the given arguments.
 
 Ingress mode (Serve's proxy or HAProxy) follows ``TEST_INGRESS``, which
 ``tests/conftest.py`` applies before Ray is imported. The multi-raylet cluster of the
-fault tests is ``tests.support.serving.start_multiraylet_cluster``.
+fault and soak tests is ``tests.support.serving.start_multiraylet_cluster``, on which
+they call ``start_serving`` themselves.
 """
 
 from __future__ import annotations
@@ -57,6 +58,36 @@ def wait_healthy(url: str, timeout: float, headers: dict[str, str] | None = None
     return wait_until(ready, timeout, f"{url} ready")
 
 
+def start_serving(
+    stack: LocalStack,
+    args: dict[str, Any] | None,
+    name: str,
+    *,
+    ready_models: list[str] | None = None,
+    ready_timeout: float = 180,
+    proxy_location: str | None = None,
+    deploy_app: Callable[[], None] | None = None,
+) -> None:
+    """Serve's HTTP and gRPC proxies on the stack's ports (on an already started Ray),
+    then ``build_app(args)`` as ``name`` (or ``deploy_app()``), ready when every
+    ``ready_models`` answers ready or, without them, the router's health."""
+    serve.start(
+        proxy_location=proxy_location,
+        http_options={"host": "127.0.0.1", "port": stack.http_port},
+        grpc_options={"port": stack.grpc_port, "grpc_servicer_functions": [GRPC_SERVICER]},
+    )
+    if deploy_app is not None:
+        deploy_app()
+    elif args is not None:
+        deploy(args, name)
+    else:
+        return
+    if ready_models:
+        wait_for_models(stack.url, ready_models, ready_timeout)
+    else:
+        wait_healthy(stack.url, ready_timeout)
+
+
 @contextlib.contextmanager
 def local_stack(
     args: dict[str, Any] | None,
@@ -84,19 +115,14 @@ def local_stack(
         runtime_env=runtime_env,
     )
     try:
-        serve.start(
-            http_options={"host": "127.0.0.1", "port": stack.http_port},
-            grpc_options={"port": stack.grpc_port, "grpc_servicer_functions": [GRPC_SERVICER]},
+        start_serving(
+            stack,
+            args,
+            name,
+            ready_models=ready_models,
+            ready_timeout=ready_timeout,
+            deploy_app=deploy_app,
         )
-        if deploy_app is not None:
-            deploy_app()
-        elif args is not None:
-            deploy(args, name)
-        if args is not None or deploy_app is not None:
-            if ready_models:
-                wait_for_models(stack.url, ready_models, ready_timeout)
-            else:
-                wait_healthy(stack.url, ready_timeout)
         yield stack
     finally:
         with contextlib.suppress(Exception):

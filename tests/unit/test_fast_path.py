@@ -69,8 +69,8 @@ async def test_answers_and_counts_like_the_fastapi_routes(tmp_path: Path) -> Non
         line = f'triton_serve_requests_total{{model="echo",route="infer",status="{status}"}}'
         if status == 403:
             line = line.replace('"echo"', '"nope"')
-        assert f"{line} {count}" in text, text
-    assert 'model="echo",route="generate",status="200"} 1' in text
+        assert f"{line} {count}.0" in text, text
+    assert 'model="echo",route="generate",status="200"} 1.0' in text
 
 
 async def test_body_limit_is_413_declared_or_streamed() -> None:

@@ -112,6 +112,47 @@ def test_pinned_outside_the_matches_fails(repository: Path) -> None:
         resolve_pools(cfg)
 
 
+def _split(*models: str) -> dict[str, Any]:
+    return {"canary": {"targets": [{"model": m, "weight": 1} for m in models]}}
+
+
+def test_traffic_targets_may_be_pool_models(repository: Path) -> None:
+    cfg = AppConfig.model_validate(
+        {
+            "model_repository": str(repository),
+            "deployments": [{"name": "pool", "models": ["pool-*"]}],
+            "traffic": _split("pool-a", "pool-b"),
+        }
+    )
+    resolved = resolve_pools(cfg)
+    assert [t.model for t in resolved.traffic["canary"].targets] == ["pool-a", "pool-b"]
+
+
+def test_traffic_target_matching_a_glob_but_absent_fails_when_resolved(
+    repository: Path,
+) -> None:
+    cfg = AppConfig.model_validate(
+        {
+            "model_repository": str(repository),
+            "deployments": [{"name": "pool", "models": ["pool-*"]}],
+            "traffic": _split("pool-a", "pool-zz"),
+        }
+    )
+    with pytest.raises(ValueError, match=r"traffic.canary.targets\[1\].model: 'pool-zz' is not"):
+        resolve_pools(cfg)
+
+
+def test_traffic_target_matching_no_glob_fails_at_once() -> None:
+    with pytest.raises(ValidationError, match=r"traffic.canary.targets\[0\].model: 'x-1' is not"):
+        AppConfig.model_validate(
+            {
+                "model_repository": "/m",
+                "deployments": [{"name": "pool", "models": ["pool-*"]}],
+                "traffic": _split("x-1"),
+            }
+        )
+
+
 def test_globs_need_a_local_repository() -> None:
     cfg = app("s3://bucket/models", {"name": "one", "models": ["pool-*"]})
     with pytest.raises(ValueError, match="model_repository: globs"):

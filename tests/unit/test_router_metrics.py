@@ -11,12 +11,30 @@ def test_histogram_buckets_are_cumulative() -> None:
         metrics.observe("echo", "infer", 200, seconds)
     metrics.observe("echo", "infer", 429, 0.0001)
     text = metrics.render()
-    base = 'triton_serve_request_duration_seconds_bucket{model="echo",route="infer",le='
-    assert f'{base}"0.001"}} 3' in text  # bounds are inclusive
-    assert f'{base}"0.0025"}} 3' in text
-    assert f'{base}"0.005"}} 4' in text
-    assert f'{base}"10.0"}} 4' in text
-    assert f'{base}"+Inf"}} 5' in text
-    assert 'triton_serve_request_duration_seconds_count{model="echo",route="infer"} 5' in text
-    assert 'triton_serve_requests_total{model="echo",route="infer",status="200"} 4' in text
-    assert 'triton_serve_requests_total{model="echo",route="infer",status="429"} 1' in text
+
+    def bucket(le: str) -> str:
+        return (
+            f'triton_serve_request_duration_seconds_bucket{{le="{le}",model="echo",route="infer"}}'
+        )
+
+    assert f"{bucket('0.001')} 3.0" in text  # bounds are inclusive
+    assert f"{bucket('0.0025')} 3.0" in text
+    assert f"{bucket('0.005')} 4.0" in text
+    assert f"{bucket('10.0')} 4.0" in text
+    assert f"{bucket('+Inf')} 5.0" in text
+    assert 'triton_serve_request_duration_seconds_count{model="echo",route="infer"} 5.0' in text
+    assert 'triton_serve_requests_total{model="echo",route="infer",status="200"} 4.0' in text
+    assert 'triton_serve_requests_total{model="echo",route="infer",status="429"} 1.0' in text
+
+
+def test_text_has_no_created_series_and_parses() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = RouterMetrics()
+    metrics.observe('a "quoted" model', "infer", 200, 0.002)
+    text = metrics.render()
+    assert "_created" not in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["triton_serve_requests"].type == "counter"
+    (sample,) = families["triton_serve_requests"].samples
+    assert sample.labels["model"] == 'a "quoted" model' and sample.value == 1.0

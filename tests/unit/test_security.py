@@ -505,4 +505,4 @@ async def test_refused_requests_are_counted_under_their_route(tmp_path: Path) ->
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         assert (await c.post(f"/secure{INFER}", content=b"{}")).status_code == 401
     text = app.state.router_metrics.render()
-    assert 'triton_serve_requests_total{model="echo",route="infer",status="401"} 1' in text
+    assert 'triton_serve_requests_total{model="echo",route="infer",status="401"} 1.0' in text

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.config import AppConfig
+from app.residency.config import NOT_LOADED_REASON
 from app.router.traffic import Route, TrafficMetrics, TrafficRequest, rendezvous, route_state
 from app.router.traffic_config import TrafficRouteConfig, parse_traffic
 
@@ -275,9 +276,28 @@ def test_metrics_render_counters() -> None:
     metrics.routed("ab", "versioned/1")
     metrics.routed("ab", "versioned/1")
     metrics.mirror("ab", "echo", "dropped")
-    assert "triton_serve_traffic_config_rejected_total 0" in metrics.render()
+    assert "triton_serve_traffic_config_rejected_total 0.0" in metrics.render()
     metrics.config_rejected()
     text = metrics.render()
-    assert "triton_serve_traffic_config_rejected_total 1" in text
-    assert 'triton_serve_traffic_requests_total{route="ab",target="versioned/1"} 2' in text
-    assert 'triton_serve_traffic_mirror_total{route="ab",target="echo",result="dropped"} 1' in text
+    assert "triton_serve_traffic_config_rejected_total 1.0" in text
+    assert 'triton_serve_traffic_requests_total{route="ab",target="versioned/1"} 2.0' in text
+    assert (
+        'triton_serve_traffic_mirror_total{result="dropped",route="ab",target="echo"} 1.0' in text
+    )
+    assert "_created" not in text
+
+
+def test_a_route_to_pool_models_not_loaded_yet_loads_on_first_request() -> None:
+
+    cfg = TrafficRouteConfig.model_validate(
+        {"targets": [{"model": "pool-a", "weight": 1}, {"model": "pool-b", "weight": 1}]}
+    )
+    route = Route("canary", cfg)
+    cold = {"state": "UNAVAILABLE", "reason": NOT_LOADED_REASON}
+    failed = {"state": "UNAVAILABLE", "reason": "model 'pool-a' failed to load: no weights"}
+    ready = {"state": "READY", "reason": ""}
+    assert route_state(route, {"pool-a": cold, "pool-b": ready})["state"] == "READY"
+    assert route_state(route, {"pool-a": cold, "pool-b": failed})["reason"] == NOT_LOADED_REASON
+    assert route_state(route, {"pool-a": failed, "pool-b": failed})["reason"].startswith(
+        "no target ready"
+    )

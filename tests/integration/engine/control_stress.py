@@ -3,6 +3,9 @@
 Run as a child process (``python -m tests.integration.engine.control_stress SECONDS``) so
 that a crash of the engine fails the test instead of killing pytest. Prints one line of
 counts and exits 0 when every call either succeeded or failed with a Triton error.
+``... control_stress loop N`` repeats, N times, the load/unload sequence that once
+crashed Triton's model teardown; ``... control_stress unload-check`` checks that
+``wait_until_unloaded`` means the processes are gone.
 """
 
 from __future__ import annotations
@@ -103,6 +106,24 @@ def check_wait_until_unloaded() -> None:
     print("unload check: ok", flush=True)
 
 
+def overlap_loop(iterations: int) -> int:
+    """The sequence that once crashed Triton's model teardown, repeated in one Server:
+    an ensemble unloaded with its dependents, then a model loaded with a config
+    override and unloaded, each waiting until unloaded."""
+    started = time.monotonic()
+    with Server(Options(model_repository=REPOSITORY)) as server:
+        for done in range(1, iterations + 1):
+            server.load("ensemble_pipeline")
+            server.unload("ensemble_pipeline", unload_dependents=True, wait_until_unloaded=True)
+            server.load("versioned", config=ONE_VERSION)
+            server.unload("versioned", wait_until_unloaded=True)
+            if done % 50 == 0 or done == iterations:
+                print(f"loop: {done} iterations, {time.monotonic() - started:.0f} s", flush=True)
+        left = server.teardowns_in_progress()
+    print(f"loop: ok, {iterations} iterations, in progress at end: {left}", flush=True)
+    return 0
+
+
 def main(seconds: float) -> int:
     tally: Counter[str] = Counter()
     with Server(Options(model_repository=REPOSITORY)) as server:
@@ -126,4 +147,6 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["unload-check"]:
         check_wait_until_unloaded()
         sys.exit(0)
+    if sys.argv[1:2] == ["loop"]:
+        sys.exit(overlap_loop(int(sys.argv[2]) if len(sys.argv) > 2 else 500))
     sys.exit(main(float(sys.argv[1]) if len(sys.argv) > 1 else 30.0))

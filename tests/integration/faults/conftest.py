@@ -20,10 +20,9 @@ import ray
 from ray import serve
 from ray.cluster_utils import Cluster
 
-from app.builders import build_app
 from tests.support.ports import free_port
-from tests.support.serving import GRPC_SERVICER, start_multiraylet_cluster
-from tests.support.waiting import wait_for_models
+from tests.support.serving import start_multiraylet_cluster
+from tests.support.stack import LocalStack, start_serving
 
 APP_NAME = "faults"
 MODELS = ["echo", "streamer", "tiny-llm"]
@@ -68,17 +67,14 @@ class Stack:
     def ensure_running(self) -> str:
         if not self.running:
             started = time.monotonic()
-            serve.start(
+            start_serving(
+                LocalStack(self.port, self.grpc_port),
+                faults_app_args(self.model_repository),
+                APP_NAME,
+                ready_models=MODELS,
+                ready_timeout=300,
                 proxy_location="HeadOnly",
-                http_options={"host": "127.0.0.1", "port": self.port},
-                grpc_options={
-                    "port": self.grpc_port,
-                    "grpc_servicer_functions": [GRPC_SERVICER],
-                },
             )
-            app = build_app(faults_app_args(self.model_repository))
-            serve._run(app, _blocking=False, name=APP_NAME)
-            wait_for_models(self.url, MODELS, timeout=300)
             self.startup_s.append(time.monotonic() - started)
             self.running = True
         return self.url

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from ray import serve
 
-from app.builders import build_app
 from tests.integration.faults.checks import echo, echo_answered, until_answered
 from tests.integration.faults.conftest import Stack
 from tests.support import procs
+from tests.support.stack import deploy
 from tests.support.waiting import wait_for_models, wait_until
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def test_replica_on_a_lost_node_is_rescheduled(stack: Stack, faults_url: str) ->
             }
         ],
     }
-    serve._run(build_app(args), _blocking=False, name=HA_APP, route_prefix=f"/{HA_APP}")
+    deploy(args, HA_APP, f"/{HA_APP}")
     url = f"{stack.url}/{HA_APP}"
     try:
         wait_for_models(url, ["echo"], timeout=180)

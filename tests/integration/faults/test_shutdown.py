@@ -12,10 +12,10 @@ import httpx
 import pytest
 from ray import serve
 
-from app.builders import build_app
 from tests.integration.faults.checks import echo, echo_answered
 from tests.integration.faults.conftest import APP_NAME, Stack
 from tests.support import procs
+from tests.support.stack import deploy
 from tests.support.waiting import wait_for_models, wait_until
 
 DELAY_MS = 2000
@@ -33,7 +33,7 @@ def _deploy_drain_app(stack: Stack) -> str:
         "router": {"num_cpus": 0.1},
         "deployments": [{"name": "echo", "models": ["echo"], "num_gpus": 0, "num_cpus": 0.1}],
     }
-    serve._run(build_app(args), _blocking=False, name=DRAIN_APP, route_prefix=f"/{DRAIN_APP}")
+    deploy(args, DRAIN_APP, f"/{DRAIN_APP}")
     url = f"{stack.url}/{DRAIN_APP}"
     wait_for_models(url, ["echo"], timeout=120)
     return url

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ray import serve
 
 from app.builders import build_app
-from tests.support.stack import local_stack
+from tests.support.stack import deploy, local_stack
 from tests.support.waiting import wait_for_models
 
 
@@ -41,7 +40,7 @@ def test_without_gpus_optional_the_build_says_what_to_do(
 def test_with_gpus_optional_the_gpu_deployment_serves_on_cpu(
     cpu_cluster: str, model_repository: Path
 ) -> None:
-    serve._run(build_app(_args(model_repository, gpus_optional=True)), _blocking=False)
+    deploy(_args(model_repository, gpus_optional=True), "default")
     url = cpu_cluster
     wait_for_models(url, ["echo"], timeout=180)
     tensor = {"name": "INPUT_INT32", "datatype": "INT32", "shape": [1, 2], "data": [4, 5]}

@@ -1,6 +1,7 @@
 """A real Ray cluster serving a pool of eight generated CPU models (``pool-00`` ..
 ``pool-07``, ~40-90 MiB each as measured) in a 0.2 GiB budget that holds about three,
-``pool-00`` pinned; plus ``huge`` (declares 1 GiB) and ``broken`` (fails to load)."""
+``pool-00`` pinned; plus ``huge`` (declares 1 GiB) and ``broken`` (fails to load).
+``pool-split`` is a public name split between ``pool-03`` and ``pool-04``."""
 
 from __future__ import annotations
 
@@ -38,6 +39,11 @@ def pool_args(repository: Path) -> dict[str, Any]:
                 },
             }
         ],
+        "traffic": {
+            "pool-split": {
+                "targets": [{"model": "pool-03", "weight": 1}, {"model": "pool-04", "weight": 1}]
+            }
+        },
     }
 
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from ray import serve
 
-from app.builders import build_app
 from tests.integration.residency.conftest import infer, metric, pool_args
+from tests.support.stack import deploy
 from tests.support.waiting import wait_until
 
 APP = "affinity"
@@ -25,7 +25,7 @@ PREFIX = "/affinity"
 def two_replicas_url(pool_url: str, pool_repository: Path) -> Iterator[str]:
     args = pool_args(pool_repository)
     args["deployments"][0].update({"name": "pool2", "num_replicas": 2, "num_cpus": 0.1})
-    serve._run(build_app(args), _blocking=False, name=APP, route_prefix=PREFIX)
+    deploy(args, APP, PREFIX)
     url = f"{pool_url}{PREFIX}"
     try:
         wait_until(lambda: _replicas_reporting(url) == 2, timeout=240, what="two replicas")

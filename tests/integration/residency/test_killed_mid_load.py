@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from ray import serve
 
-from app.builders import build_app
 from tests.integration.residency.conftest import infer, pool_args
 from tests.support import procs
+from tests.support.stack import deploy
 from tests.support.waiting import wait_until
 
 APP = "residency-kill"
@@ -26,7 +26,7 @@ DEPLOYMENT = "pool-kill"
 def kill_url(pool_url: str, pool_repository: Path) -> Iterator[str]:
     args = pool_args(pool_repository)
     args["deployments"][0].update({"name": DEPLOYMENT, "num_cpus": 0.1})
-    serve._run(build_app(args), _blocking=False, name=APP, route_prefix=PREFIX)
+    deploy(args, APP, PREFIX)
     url = f"{pool_url}{PREFIX}"
     try:
         wait_until(lambda: infer(url, "pool-00").status_code == 200, 240, "the replica")

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from ray import serve
 
-from app.builders import build_app
 from tests.integration.residency.conftest import metric
 from tests.support.longtail_models import ROOT
 from tests.support.longtail_traffic import zipf_trace
+from tests.support.stack import deploy
 from tests.support.waiting import wait_until
 
 APP = "residency-zipf"
@@ -47,7 +47,7 @@ def zipf_url(pool_url: str) -> Iterator[str]:
             }
         ],
     }
-    serve._run(build_app(args), _blocking=False, name=APP, route_prefix=PREFIX)
+    deploy(args, APP, PREFIX)
     url = f"{pool_url}{PREFIX}"
     try:
         wait_until(

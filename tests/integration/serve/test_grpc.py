@@ -287,7 +287,8 @@ def test_timeout_is_deadline_exceeded(grpc_host: str) -> None:
 def _router_count(serve_url: str, route: str, status: int) -> int:
     text = httpx.get(f"{serve_url}/metrics", timeout=30).text
     line = f'triton_serve_requests_total{{model="echo",route="{route}",status="{status}"}} '
-    counts = [int(row.removeprefix(line)) for row in text.splitlines() if row.startswith(line)]
+    rows = [row.removeprefix(line) for row in text.splitlines() if row.startswith(line)]
+    counts = [int(float(value)) for value in rows]
     return counts[0] if counts else 0
 
 

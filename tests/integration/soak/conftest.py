@@ -13,10 +13,9 @@ import ray
 from ray import serve
 from ray.cluster_utils import Cluster
 
-from app.builders import build_app
 from tests.support.ports import free_port
 from tests.support.serving import start_multiraylet_cluster
-from tests.support.waiting import wait_for_models
+from tests.support.stack import LocalStack, start_serving
 
 APP_NAME = "soak"
 MODELS = ["echo", "streamer", "versioned", "tiny-llm", "minilm"]
@@ -58,13 +57,17 @@ class SoakStack:
 @pytest.fixture(scope="package")
 def soak_stack(model_repository: Path) -> Iterator[SoakStack]:
     cluster = start_multiraylet_cluster()
-    port = free_port()
+    stack = LocalStack(free_port(), free_port())
     try:
-        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
-        serve._run(build_app(soak_app_args(model_repository)), _blocking=False, name=APP_NAME)
-        url = f"http://127.0.0.1:{port}"
-        wait_for_models(url, MODELS, timeout=300)
-        yield SoakStack(cluster, url)
+        start_serving(
+            stack,
+            soak_app_args(model_repository),
+            APP_NAME,
+            ready_models=MODELS,
+            ready_timeout=300,
+            proxy_location="HeadOnly",
+        )
+        yield SoakStack(cluster, stack.url)
     finally:
         with contextlib.suppress(Exception):
             serve.shutdown()
