@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from app.config import AppConfig
+from app.config import AppConfig, check_paths
 from app.placement.packing import PackingPlan, max_replicas, plan_packing
 from app.placement.shares import PlacementError
 from app.residency.pools import has_globs, oversized_models, resolve_pools
@@ -108,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--gpus", type=int, help="GPUs available (default: args.gpus.count)")
     parser.add_argument("--app", help="application name, if several use build_app")
+    parser.add_argument(
+        "--here",
+        action="store_true",
+        help="also run the build's filesystem checks on this node (the model repository "
+        "and a directory per model): what `serve run` of a config file would only "
+        "report in its logs",
+    )
     options = parser.parse_args(argv)
     try:
         document = yaml.safe_load(options.config.read_text())
@@ -116,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
             cfg = AppConfig.model_validate(args)
         except ValidationError as exc:
             raise _Invalid(f"invalid {label}:\n{_validation_errors(exc)}") from None
+        if options.here:
+            try:
+                check_paths(cfg)
+            except ValueError as exc:
+                raise _Invalid(f"{label} cannot be built on this node: {exc}") from None
         if has_globs(cfg):
             try:
                 cfg = resolve_pools(cfg)

@@ -77,3 +77,21 @@ def test_no_gpu_deployment_needs_no_gpu_memory(tmp_path: Path) -> None:
     result = validate(str(bare))
     assert result.returncode == 0, result.stderr
     assert "no GPUs used" in result.stdout
+
+
+def test_here_runs_the_builds_filesystem_checks(tmp_path: Path) -> None:
+    """What ``serve run prod.yaml`` would only print in a loop, ``--here`` exits 2 with."""
+    missing = tmp_path / "absent"
+    config = tmp_path / "prod.yaml"
+    text = (REPO_ROOT / "serve_configs" / "prod.yaml").read_text()
+    config.write_text(text.replace("/models/repository", str(missing)))
+    result = validate(str(config), "--here", "--gpu-memory-gb", "80")
+    assert result.returncode == 2, result.stdout
+    assert f"model_repository: '{missing}' is not a directory on this node" in result.stderr
+    assert "make serve" in result.stderr
+
+    missing.mkdir()  # a repository without the configured models' directories
+    result = validate(str(config), "--here", "--gpu-memory-gb", "80")
+    assert result.returncode == 2, result.stdout
+    assert "deployments[0].models[0]: model " in result.stderr
+    assert "has no directory in model_repository" in result.stderr
