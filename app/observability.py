@@ -10,6 +10,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 __all__ = ["RouterMetrics", "label_metrics", "merge_metrics", "render_registry"]
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?( .*)$")
+# Model names come from requests, so a client could mint series with made-up names
+# (each 404 is counted): past this many names, the others share one label.
+MAX_MODEL_LABELS = 2000
+OTHER_MODELS = "_other"
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
@@ -86,10 +90,18 @@ class RouterMetrics:
         )
         # The labelled children, cached: ``labels()`` validates its arguments per call.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._models: set[str] = set()
 
     def observe(self, model: str, route: str, status: int, seconds: float) -> None:
         key = (model, route, status)
         children = self._children.get(key)
+        if children is None:
+            if model not in self._models:
+                if len(self._models) >= MAX_MODEL_LABELS:
+                    model = OTHER_MODELS
+                    key = (model, route, status)
+                self._models.add(model)
+            children = self._children.get(key)
         if children is None:
             children = self._children.setdefault(
                 key,

@@ -38,3 +38,16 @@ def test_text_has_no_created_series_and_parses() -> None:
     assert families["triton_serve_requests"].type == "counter"
     (sample,) = families["triton_serve_requests"].samples
     assert sample.labels["model"] == 'a "quoted" model' and sample.value == 1.0
+
+
+def test_model_labels_are_bounded() -> None:
+    from app.observability import MAX_MODEL_LABELS, OTHER_MODELS
+
+    metrics = RouterMetrics()
+    for i in range(MAX_MODEL_LABELS + 50):
+        metrics.observe(f"made-up-{i}", "infer", 404, 0.001)
+    metrics.observe("made-up-0", "infer", 404, 0.001)  # a name seen before keeps its label
+    text = metrics.render()
+    assert text.count("triton_serve_requests_total{") == MAX_MODEL_LABELS + 1
+    assert f'model="{OTHER_MODELS}",route="infer",status="404"}} 50.0' in text
+    assert 'triton_serve_requests_total{model="made-up-0",route="infer",status="404"} 2.0' in text
