@@ -93,25 +93,26 @@ class RouterMetrics:
         self._models: set[str] = set()
 
     def observe(self, model: str, route: str, status: int, seconds: float) -> None:
-        key = (model, route, status)
-        children = self._children.get(key)
+        children = self._children.get((model, route, status))
         if children is None:
-            if model not in self._models:
-                if len(self._models) >= MAX_MODEL_LABELS:
-                    model = OTHER_MODELS
-                    key = (model, route, status)
-                self._models.add(model)
-            children = self._children.get(key)
-        if children is None:
-            children = self._children.setdefault(
-                key,
-                (
-                    self._requests.labels(model, route, str(status)),
-                    self._latency.labels(model, route),
-                ),
-            )
+            children = self._labelled(model, route, status)
         children[0].inc()
         children[1].observe(seconds)
+
+    def _labelled(self, model: str, route: str, status: int) -> tuple[Any, Any]:
+        """The children of a label set not seen yet; past ``MAX_MODEL_LABELS`` names a
+        new name counts as ``_other`` (and is not cached under its own name either)."""
+        if model not in self._models:
+            if len(self._models) >= MAX_MODEL_LABELS:
+                model = OTHER_MODELS
+            self._models.add(model)
+        key = (model, route, status)
+        if key not in self._children:
+            self._children[key] = (
+                self._requests.labels(model, route, str(status)),
+                self._latency.labels(model, route),
+            )
+        return self._children[key]
 
     def render(self) -> str:
         return render_registry(self.registry)
