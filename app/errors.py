@@ -40,6 +40,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "from_triton",
+    "is_stub_death",
     "kserve_body",
     "openai_body",
     "to_serving_error",
@@ -204,6 +205,11 @@ _FROM_TRITON: dict[type[TritonError], type[ServingError]] = {
 _STUB_DIED = re.compile(r"Stub process '[^']*' is not healthy")
 
 
+def is_stub_death(message: str) -> bool:
+    """Triton's words for a request whose python-backend stub process died."""
+    return _STUB_DIED.search(message) is not None
+
+
 def from_triton(exc: TritonError, *, retry_after: float | None = None) -> ServingError:
     """The HTTP error for an engine error; ``retry_after`` applies only to 503."""
     target: type[ServingError] = Internal
@@ -211,7 +217,7 @@ def from_triton(exc: TritonError, *, retry_after: float | None = None) -> Servin
         if cls in _FROM_TRITON:
             target = _FROM_TRITON[cls]
             break
-    if _STUB_DIED.search(exc.message):
+    if is_stub_death(exc.message):
         target = Unavailable
     return target(exc.message, retry_after=retry_after if target is Unavailable else None)
 

@@ -35,7 +35,7 @@ class GrpcAdapter:
                 f"('{model}'); use ModelStreamInfer"
             )
         request = engine_request(model, number, decoded)
-        response = await self.host.run(infer_once(self.server, request))
+        response = await self.host.run(model, infer_once(self.server, request))
         encoded = kserve_v2_grpc.encode_infer_response(
             model,
             shape.version_label,

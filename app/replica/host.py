@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from app.config import AppConfig, ModelDeploymentConfig, effective_triton_options
-from app.errors import BadRequest, NotFound, ServingError, Unavailable, from_triton
+from app.errors import (
+    BadRequest,
+    NotFound,
+    ServingError,
+    Unavailable,
+    from_triton,
+    is_stub_death,
+)
 from app.protocol.kserve_v2 import DecodedInferRequest, InputSpec
 from app.replica.affinity import serve_publisher
 from app.replica.control import ModelControl
@@ -145,11 +152,24 @@ class ReplicaHost:
         except TritonError as exc:
             raise from_triton(exc) from exc
 
-    async def run(self, awaitable: Awaitable[T]) -> T:
+    async def run(self, model: str, awaitable: Awaitable[T]) -> T:
+        """``await awaitable``, a call that runs ``model``, with Triton's errors as
+        ``ServingError``s."""
         try:
             return await awaitable
         except TritonError as exc:
-            raise from_triton(exc) from exc
+            raise self._engine_error(model, exc) from exc
+
+    def _engine_error(self, model: str, exc: TritonError) -> ServingError:
+        """Triton notices a dead stub on its own (about a second into a request) as
+        well as the watch (every report period): either way the client gets the
+        watch's reason, and the reload starts now."""
+        if is_stub_death(exc.message):
+            self.stubs.check()
+            why = self.stubs.why_unavailable(model)
+            if why is not None:
+                return Unavailable(f"model '{model}': {why}", retry_after=5)
+        return from_triton(exc)
 
     async def shape(self, model: str, version: int) -> ModelShape:
         key = (model, version)

@@ -55,7 +55,8 @@ class KServeAdapter:
         shape = await host.shape(model, number)
         if shape.decoupled:
             raise BadRequest(f"model '{model}' is decoupled; use generate_stream or gRPC streaming")
-        response = await host.run(infer_once(self.server, engine_request(model, number, decoded)))
+        request = engine_request(model, number, decoded)
+        response = await host.run(model, infer_once(self.server, request))
         classes = {o.name: o.classification for o in decoded.outputs or () if o.classification}
         outputs = []
         for name, array in response.outputs.items():
@@ -75,7 +76,7 @@ class KServeAdapter:
         model = call.model
         number = self.host.owned(model, call.version)
         request = await self._generate_request(model, number, call.body)
-        response = await self.host.run(infer_once(self.server, request))
+        response = await self.host.run(model, infer_once(self.server, request))
         return encode_generate_response(
             model,
             (await self.host.shape(model, number)).version_label,

@@ -52,8 +52,13 @@ class StubWatch:
         self.snapshot()
 
     def snapshot(self) -> None:
-        """Remember the running stubs; call with ``lock`` held, after a load or unload."""
-        self._known = {(s.pid, s.started): s for s in self.server.stub_processes()}
+        """Remember the running stubs; call with ``lock`` held, after a load or unload.
+        A reload's replaced stubs are left out: they exit while their version is
+        destroyed in the background, after the load returned."""
+        retiring = self.server.retiring_stubs()
+        self._known = {
+            (s.pid, s.started): s for s in self.server.stub_processes() if s not in retiring
+        }
 
     def check(self) -> None:
         """Look for stubs that died since the last look (skipped while a load runs).

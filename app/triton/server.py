@@ -371,6 +371,13 @@ class Server:
         """This server's running python-backend stub processes."""
         return running_stubs(self.shm_prefix)
 
+    def retiring_stubs(self) -> set[StubProcess]:
+        """Stubs of versions a reload replaced, still running while Triton destroys
+        them in the background: they exit on their own, which is no death."""
+        with self._control:
+            self._retiring = {stub for stub in self._retiring if is_running(stub)}
+            return set(self._retiring)
+
     def fail_requests(self, model_name: str, error: TritonError) -> None:
         """End the open requests of ``model_name`` with ``error``, from any thread;
         for requests Triton will never answer (their stub process died)."""

@@ -48,9 +48,13 @@ class FakeServer:
         self.unload_error = unload_error
         self.failed: list[tuple[str, str]] = []
         self.unloaded: list[str] = []
+        self.retiring: set[StubProcess] = set()
 
     def stub_processes(self) -> list[StubProcess]:
         return list(self.stubs)
+
+    def retiring_stubs(self) -> set[StubProcess]:
+        return set(self.retiring)
 
     def fail_requests(self, model: str, error: UnavailableError) -> None:
         self.failed.append((model, error.message))
@@ -134,3 +138,16 @@ def test_a_model_that_cannot_be_reloaded_fails_the_health_check(
     expected = f"{why}; reloading it failed: model 'echo' did not unload within 5.0 s"
     assert watch.health_problem() == f"echo: {expected}"
     assert watch.why_unavailable("echo") == expected
+
+
+def test_a_reloads_replaced_stub_exiting_later_is_no_death(stub_process: StubProcess) -> None:
+    """A config reload returns before Triton destroys the old version: its stub exits
+    after the snapshot that follows the load."""
+    server = FakeServer([stub_process])
+    server.retiring = {stub_process}
+    watch = _watch(server, [], threading.Lock())
+    subprocess.run(["kill", "-9", str(stub_process.pid)], check=True)
+    time.sleep(0.1)
+    watch.check()
+    assert watch.why_unavailable("echo") is None
+    assert server.failed == [] and server.unloaded == []

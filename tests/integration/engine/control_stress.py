@@ -98,6 +98,9 @@ def check_wait_until_unloaded() -> None:
         config = server.model("echo").config().model_dump()
         server.load("echo", config={**config, "max_batch_size": 128})  # a full reload
         assert set(server.stub_processes()) - old
+        # The old version's stubs exit in the background: until they do, they are
+        # retiring, so a watch that leaves those out never takes their exit for a death.
+        assert not (set(server.stub_processes()) - server.retiring_stubs()) & old
         server.unload("echo", wait_until_unloaded=True)
         # The reload's old instances were destroyed before the unload began, and the
         # unload's own before it returned.

@@ -37,6 +37,13 @@ def assert_unavailable(response: httpx.Response, *words: str) -> None:
         assert word in message, message
 
 
+def stub_death_aborted_replica(message: str, model: str) -> bool:
+    """Whether a call to ``model`` ended because its replica died, not its stub: Triton's
+    python backend aborts its whole process when a stub dies holding the lock of a
+    decoupled response it is sending (docs/benchmarks.md), and Serve replaces it."""
+    return message.startswith(f"model '{model}': its replica is unavailable")
+
+
 def echo(url: str, delay_ms: int = 0, timeout: float = 60) -> httpx.Response:
     return httpx.post(f"{url}/v2/models/echo/infer", json=echo_body(delay_ms), timeout=timeout)
 

@@ -15,17 +15,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import ray
 from ray import serve
 from ray.cluster_utils import Cluster
 
+from tests.support import procs
 from tests.support.ports import free_port
 from tests.support.serving import start_multiraylet_cluster
 from tests.support.stack import LocalStack, start_serving
+from tests.support.waiting import wait_until
 
 APP_NAME = "faults"
 MODELS = ["echo", "streamer", "tiny-llm"]
+# A replica replaced after three failed health checks, 10 s apart (measured ~31 s).
+SETTLE_BOUND_S = 120.0
+
+
+def settled(url: str | None = None) -> bool:
+    """One replica per deployment (a replaced one has exited), one live stub per
+    python-backend model replica, and, given ``url``, the router's health ready."""
+    for deployment in [*MODELS, "router"]:
+        replicas = procs.replica_pids(APP_NAME, deployment)
+        if len(replicas) != 1:
+            return False
+        if deployment in ("echo", "streamer") and len(procs.stubs(replicas)) != 1:
+            return False
+    if url is None:
+        return True
+    try:
+        return httpx.get(f"{url}/v2/health/ready", timeout=10).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def faults_app_args(model_repository: Path) -> dict[str, Any]:
@@ -65,6 +87,8 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def ensure_running(self) -> str:
+        """The application deployed and settled: a test starts from a whole stack even
+        when the one before it failed halfway through a recovery."""
         if not self.running:
             started = time.monotonic()
             start_serving(
@@ -77,6 +101,8 @@ class Stack:
             )
             self.startup_s.append(time.monotonic() - started)
             self.running = True
+        what = "every deployment: one replica, its stubs, ready"
+        wait_until(lambda: settled(self.url), SETTLE_BOUND_S, what)
         return self.url
 
 

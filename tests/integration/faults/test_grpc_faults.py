@@ -19,7 +19,8 @@ import pytest
 import tritonclient.grpc as triton_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.faults.conftest import APP_NAME
+from tests.integration.faults.checks import stub_death_aborted_replica
+from tests.integration.faults.conftest import APP_NAME, settled
 from tests.integration.serve.grpc_support import Collector, echo_input
 from tests.support import procs
 from tests.support.waiting import wait_until
@@ -176,27 +177,21 @@ def test_stubs_killed_under_a_stream_and_a_unary_call(faults_grpc: str) -> None:
     finally:
         stream.close()
     why = "its python backend stub process '{}_0_0' (pid {}) died"
-    _assert_unavailable(stream_error, why.format("streamer", streamer_stub.pid))
     _assert_unavailable(unary_error, why.format("echo", echo_stub.pid))
+    # The watch ends the stream, or Triton's python backend aborted the replica (a stub
+    # killed while it held a decoupled send's lock; docs/benchmarks.md) and Serve
+    # replaces it.
+    _assert_unavailable(stream_error)
+    message = str(stream_error.message())  # type: ignore[attr-defined]
+    aborted = stub_death_aborted_replica(message, "streamer")
+    if not aborted:
+        _assert_unavailable(stream_error, why.format("streamer", streamer_stub.pid))
 
     took = _until(lambda: _echoes_again(faults_grpc), REPLACED_BOUND_S)
     print(f"echo answered over gRPC {took:.1f} s after its stub was killed")
     took = _until(lambda: _streams_again(faults_grpc), REPLACED_BOUND_S)
     print(f"streamer streamed over gRPC {took:.1f} s after its stub was killed")
-    for deployment in ("echo", "streamer"):
-        _settles(deployment)
-
-
-def _settles(deployment: str) -> None:
-    """One replica with one live stub again: a replaced one has exited with its stubs,
-    a reloaded one runs only its new stub."""
-
-    def settled() -> bool:
-        replicas = procs.replica_pids(APP_NAME, deployment)
-        return len(replicas) == 1 and len(procs.stubs(replicas)) == 1
-
-    try:
-        wait_until(settled, REPLACED_BOUND_S, f"{deployment}: one replica, one stub")
-    except AssertionError:
-        replicas = procs.replica_pids(APP_NAME, deployment)
-        raise AssertionError(f"{deployment}: replicas {replicas}, stubs {procs.stubs()}") from None
+    # A replaced replica has exited with its stubs, a reloaded one runs only its new stub.
+    wait_until(settled, REPLACED_BOUND_S, "one replica per deployment, one stub each")
+    if aborted:
+        assert streamer not in procs.replica_pids(APP_NAME, "streamer")
