@@ -35,6 +35,8 @@ REPLICA_ENV = {
 # (SIGTERM, 3 s, SIGKILL) and freeing the server. Serve kills the replica after
 # graceful_shutdown_timeout_s, which would cut Triton's own wait short.
 SHUTDOWN_MARGIN_S = 15
+# How often pool replicas report their room and measured sizes to the routers.
+POOL_ROUTING_STATS_PERIOD_S = 2.0
 
 
 def deployment_options(dep: ModelDeploymentConfig, exit_timeout_s: int = 30) -> dict[str, Any]:
@@ -60,6 +62,14 @@ def deployment_options(dep: ModelDeploymentConfig, exit_timeout_s: int = 30) -> 
             {"CPU": dep.num_cpus, "GPU": dep.num_gpus, **dep.resources}
         ]
         options["placement_group_strategy"] = "STRICT_PACK"
+    if dep.residency is not None:
+        # Pool calls go where the model is held, spread by queue, never to a replica
+        # whose budget is all pinned (``app.residency.routing``).
+        options["request_router_config"] = {
+            "request_router_class": "app.router.pool_router:PoolRequestRouter",
+            "request_router_kwargs": {"spread_queue_len": dep.residency.spread_queue_len},
+            "request_routing_stats_period_s": POOL_ROUTING_STATS_PERIOD_S,
+        }
     if dep.autoscaling is not None:
         a = dep.autoscaling
         options["autoscaling_config"] = {

@@ -97,6 +97,12 @@ class ModelReplica:
 
     # ---- Serve's hooks ----
 
+    def record_routing_stats(self) -> dict[str, Any]:
+        """Serve asks every ``request_routing_stats_period_s`` (pool deployments) and
+        hands the answer to the routers' ``PoolRequestRouter``."""
+        residency = self.host.residency
+        return residency.routing_stats() if residency is not None else {}
+
     def check_health(self) -> None:
         self.host.check_health()
 

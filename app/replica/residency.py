@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -30,6 +30,7 @@ from app.observability import render_registry
 from app.residency.config import NOT_LOADED_REASON, ResidencyConfig
 from app.residency.memory import GpuMeter, Measurement, declared_bytes, process_rss, stub_rss
 from app.residency.policy import Evict, ResidencyPolicy, TooBig
+from app.residency.routing import routing_stats
 from app.triton import TritonError
 
 if TYPE_CHECKING:
@@ -226,6 +227,14 @@ class Residency:
                 return
             self._published = held
         self._publish(sorted(held))
+
+    def routing_stats(self) -> dict[str, Any]:
+        """The room the pinned models leave and the sizes measured here, for the
+        routers' choice of replica (``app.residency.routing``)."""
+        with self._state:
+            room = self.policy.budget - self.policy.pinned_bytes()
+            sizes = {model: known.size for model, known in self.known_sizes.items()}
+        return routing_stats(room, sizes)
 
     def reason(self, model: str) -> str:
         """Why a pool model is not READY when Triton has no reason of its own."""

@@ -49,6 +49,14 @@ class ResidencyConfig(BaseModel):
         "evicted (no thrash: a load waits for room rather than evicting it sooner).",
     )
 
+    spread_queue_len: int = Field(
+        default=4,
+        ge=1,
+        description="Requests queued at every replica that holds a model before a "
+        "request for it may go to a replica that does not (which then loads it): "
+        "how a hot model spreads.",
+    )
+
     @property
     def budget_bytes(self) -> int:
         return int(self.memory_budget_gb * GB)

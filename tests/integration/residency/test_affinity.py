@@ -7,6 +7,7 @@ import contextlib
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -56,3 +57,43 @@ def test_requests_follow_the_replica_that_holds_the_model(two_replicas_url: str)
         assert response.json()["outputs"][0]["data"] == [value + 4.0]
     time.sleep(3)  # one report period: a second load would show by now
     assert metric(url, "triton_serve_model_loads_total") == baseline + 1
+
+
+def _loads_per_replica(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    found = re.findall(
+        r'^triton_serve_model_loads_total\{[^}]*replica="([^"]+)"[^}]*\} (\S+)$',
+        text,
+        re.MULTILINE,
+    )
+    return {replica: float(value) for replica, value in found}
+
+
+def test_a_hot_model_spreads_to_the_other_replica_by_queue(two_replicas_url: str) -> None:
+    """Held by one replica, ``pool-06`` gets a burst of slow requests: once the holder
+    has ``spread_queue_len`` (4) queued, the router sends the next ones to the other
+    replica, which loads it too. Serve's own multiplexed routing would wait for the
+    holder to refuse (``max_ongoing_requests``) and never spread here."""
+    url = two_replicas_url
+    start = _loads_per_replica(url)
+    assert len(start) == 2, start
+    assert infer(url, "pool-06").status_code == 200
+    wait_until(lambda: sum(_loads_per_replica(url).values()) == sum(start.values()) + 1)
+    loaded = _loads_per_replica(url)
+    (holder,) = [r for r, n in loaded.items() if n > start[r]]
+    (other,) = [r for r in loaded if r != holder]
+    time.sleep(3)  # the holder's models reach the router
+
+    def slow(value: int) -> httpx.Response:
+        return infer(url, "pool-06", float(value), delay_ms=1000)
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(slow, range(12)))
+    assert [a.status_code for a in answers] == [200] * 12, [a.text for a in answers]
+    assert [a.json()["outputs"][0]["data"] for a in answers] == [[v + 6.0] for v in range(12)]
+    wait_until(
+        lambda: _loads_per_replica(url)[other] > loaded[other],
+        timeout=10,
+        what="pool-06 loaded by the replica that did not hold it",
+    )
+    assert _loads_per_replica(url)[holder] == loaded[holder]

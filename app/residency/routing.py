@@ -1,0 +1,82 @@
+"""Where a request for a pool model may go: the replicas of its deployment in order of
+preference, from what each replica reports (the models it holds, the room its pinned
+models leave in its budget) and its queue as the caller last saw it.
+
+- Replicas that hold the model (resident or loading) come first, so a warm model is
+  served warm and a cold one loads once per replica.
+- When every holder has ``spread_queue_len`` requests or more queued, replicas with
+  room join the holders in one choice, and the shorter queue wins: a hot model spreads
+  to another replica by its queue, not by its holders' refusals.
+- A replica whose budget is all pinned (less room than the model's measured size, or
+  none at all) never gets a model it does not hold: it could only refuse it.
+
+Pure; ``app.router.pool_router`` applies it inside Serve's request router.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ReplicaView", "rank_replicas", "routing_stats"]
+
+
+@dataclass(frozen=True)
+class ReplicaView:
+    """One replica as a caller sees it: ``room_bytes`` is None until it reported,
+    ``queue_len`` None when the caller has no recent figure."""
+
+    id: Any
+    holds: frozenset[str]
+    room_bytes: int | None = None
+    queue_len: int | None = None
+    sizes: Mapping[str, int] = field(default_factory=dict)
+
+
+def routing_stats(room_bytes: int, sizes: Mapping[str, int]) -> dict[str, Any]:
+    """What a pool replica reports for the callers' routing (``ReplicaView``)."""
+    return {"room_bytes": int(room_bytes), "sizes": {m: int(s) for m, s in sizes.items()}}
+
+
+def rank_replicas(
+    model: str,
+    replicas: Sequence[ReplicaView],
+    spread_queue_len: int,
+    *,
+    per_rank: int = 2,
+    rng: random.Random | None = None,
+) -> list[list[Any]]:
+    """Ids of ``replicas`` to try for ``model``, best rank first; within a rank the
+    caller takes the shortest queue. At most ``per_rank`` of each kind (holders,
+    replicas with room) per rank, drawn at random (power of two choices)."""
+    draw = rng or random
+    size = max((r.sizes.get(model, 0) for r in replicas), default=0)
+    holders = [r for r in replicas if model in r.holds]
+    takers = [r for r in replicas if model not in r.holds and _has_room(r, size)]
+    if not holders:
+        if takers:
+            return [_ids(takers, per_rank, draw)]
+        # Every replica's budget is pinned: one of them answers why it cannot load.
+        return [_ids(replicas, per_rank, draw)]
+    if takers and all(_busy(r, spread_queue_len) for r in holders):
+        return [_ids(holders, per_rank, draw) + _ids(takers, 1, draw)]
+    ranks = [_ids(holders, per_rank, draw)]
+    if takers:
+        ranks.append(_ids(takers, per_rank, draw))
+    return ranks
+
+
+def _has_room(replica: ReplicaView, size: int) -> bool:
+    room = replica.room_bytes
+    return room is None or (room > 0 and room >= size)
+
+
+def _busy(replica: ReplicaView, spread_queue_len: int) -> bool:
+    return replica.queue_len is not None and replica.queue_len >= spread_queue_len
+
+
+def _ids(replicas: Sequence[ReplicaView], k: int, draw: Any) -> list[Any]:
+    chosen = list(replicas) if len(replicas) <= k else draw.sample(list(replicas), k)
+    return [r.id for r in chosen]

@@ -1,0 +1,62 @@
+"""Serve's request router for pool deployments (``residency``): Serve's own power of two
+choices, except that a call naming a model (``multiplexed_model_id``) goes where
+``app.residency.routing`` ranks it. Serve builds one per deployment handle, in the
+caller's process (the routers), from ``request_router_config`` (``app.builders``).
+
+Uses Serve's request-router API (alpha in Ray 2.60) and two of its internals: the
+replicas' cached queue lengths and the routing stats each replica reports through
+``record_routing_stats``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve._private.request_router.common import PendingRequest
+from ray.serve._private.request_router.pow_2_router import PowerOfTwoChoicesRequestRouter
+from ray.serve._private.request_router.replica_wrapper import RunningReplica
+
+from app.residency.routing import ReplicaView, rank_replicas
+
+__all__ = ["DEFAULT_SPREAD_QUEUE_LEN", "PoolRequestRouter"]
+
+DEFAULT_SPREAD_QUEUE_LEN = 4
+
+
+class PoolRequestRouter(PowerOfTwoChoicesRequestRouter):
+    """``initialize_state(spread_queue_len=...)`` comes from the deployment's
+    ``request_router_kwargs``."""
+
+    spread_queue_len = DEFAULT_SPREAD_QUEUE_LEN
+
+    def initialize_state(self, **kwargs: Any) -> None:
+        self.spread_queue_len = int(kwargs.get("spread_queue_len", DEFAULT_SPREAD_QUEUE_LEN))
+
+    async def choose_replicas(
+        self,
+        candidate_replicas: list[RunningReplica],
+        pending_request: PendingRequest | None = None,
+    ) -> list[list[RunningReplica]]:
+        model = pending_request.metadata.multiplexed_model_id if pending_request else ""
+        if not model:
+            chosen: list[list[RunningReplica]] = await super().choose_replicas(
+                candidate_replicas, pending_request
+            )
+            return chosen
+        by_id = {r.replica_id: r for r in candidate_replicas}
+        views = [self._view(r) for r in candidate_replicas]
+        ranks = rank_replicas(model, views, self.spread_queue_len)
+        if pending_request is not None:
+            # Serve backs off between rounds only when told to: every rank was tried.
+            pending_request.routing_context.should_backoff = True
+        return [[by_id[i] for i in rank if i in by_id] for rank in ranks]
+
+    def _view(self, replica: RunningReplica) -> ReplicaView:
+        stats = replica.routing_stats or {}
+        room = stats.get("room_bytes")
+        return ReplicaView(
+            id=replica.replica_id,
+            holds=frozenset(replica.multiplexed_model_ids),
+            room_bytes=int(room) if isinstance(room, int) else None,
+            queue_len=self._replica_queue_len_cache.get(replica.replica_id),
+            sizes=stats.get("sizes") or {},
+        )
