@@ -46,6 +46,12 @@ def deploy(args: dict[str, Any], name: str, route_prefix: str = "/") -> None:
     serve._run(build_app(args), _blocking=False, name=name, route_prefix=route_prefix)
 
 
+def run_deployment(app: Any, name: str) -> Any:
+    """Run a bound deployment that is not ``build_app``'s (a test's own) as application
+    ``name``, without a route; returns its handle once its replicas are up."""
+    return serve.run(app, name=name, route_prefix=None)
+
+
 def wait_healthy(url: str, timeout: float, headers: dict[str, str] | None = None) -> float:
     """Seconds until ``url``'s ``/v2/health/ready`` answers 200."""
 

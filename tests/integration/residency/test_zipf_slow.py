@@ -62,6 +62,7 @@ def zipf_url(pool_url: str) -> Iterator[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SECONDS + 600)  # past pytest's 300 s default: the traffic, then the checks
 def test_zipf_traffic_has_no_failed_request(zipf_url: str) -> None:
     budget = BUDGET_GB * (1 << 30)
     trace = iter(zipf_trace(40, 1_000_000, 1.1, seed=11))
@@ -95,6 +96,13 @@ def test_zipf_traffic_has_no_failed_request(zipf_url: str) -> None:
         futures = [pool.submit(client) for _ in range(4)] + [pool.submit(sample)]
         for future in futures:
             future.result()
+    loads = metric(zipf_url, "triton_serve_model_loads_total")
+    evictions = metric(zipf_url, "triton_serve_model_evictions_total")
+    print(
+        f"{answered[0]} requests in {SECONDS:.0f} s, {len(failures)} failed; {loads:.0f} loads,"
+        f" {evictions:.0f} evictions; resident bytes at most {max(samples, default=0):.0f}"
+        f" of {budget:.0f} ({len(samples)} samples)"
+    )
     assert not failures, failures[:5]
     assert answered[0] > 0
     assert samples and max(samples) <= budget
