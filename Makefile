@@ -28,6 +28,8 @@ serve: install
 lint: install
 	$(VENV)/bin/ruff check app tests bench
 	$(VENV)/bin/ruff format --check app tests bench
+	@# Benchmarks have no tests (tests import no benchmark): at least every module imports.
+	$(PY) -c "import importlib, pkgutil, bench; [importlib.import_module(m.name) for m in pkgutil.walk_packages(bench.__path__, 'bench.')]"
 
 typecheck: install
 	$(VENV)/bin/mypy

@@ -30,8 +30,9 @@ from typing import Any
 
 import httpx
 
-from bench._load import load_before, print_totals
-from bench._standalone import find_free_port
+from bench.common.net import wait_ok
+from bench.common.report import load_before, print_totals
+from bench.common.serve_app import serve_app
 
 MODEL_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 MODES = {"direct": "versioned/versions/1", "routed": "routed", "mirrored": "mirrored"}
@@ -67,32 +68,9 @@ def stack_args(max_in_flight: int) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def local_stack(max_in_flight: int) -> Iterator[str]:
-    import ray
-    from ray import serve
-
-    from app.builders import build_app
-
-    port = find_free_port()
-    ray.init(address="local", num_cpus=4, num_gpus=0, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve._run(build_app(stack_args(max_in_flight)), _blocking=False, name="traffic")
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 300
-        for model in ("versioned", "ensemble_pipeline"):
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{url}/v2/models/{model}/ready", timeout=10).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{model} not ready")
-                time.sleep(1)
+    with serve_app(stack_args(max_in_flight), "traffic", "versioned", num_gpus=0) as url:
+        wait_ok(f"{url}/v2/models/ensemble_pipeline/ready", 300)
         yield url
-    finally:
-        with contextlib.suppress(Exception):
-            serve.delete("traffic", _blocking=True)
-        serve.shutdown()  # type: ignore[no-untyped-call]
-        ray.shutdown()
 
 
 async def phase(url: str, path: str, clients: int, seconds: float) -> tuple[list[float], int]:

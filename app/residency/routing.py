@@ -5,8 +5,8 @@ models leave in its budget) and its queue as the caller last saw it.
 - Replicas that hold the model (resident or loading) come first, so a warm model is
   served warm and a cold one loads once per replica.
 - When every holder has ``spread_queue_len`` requests or more queued, replicas with
-  room join the holders in one choice, and the shorter queue wins: a hot model spreads
-  to another replica by its queue, not by its holders' refusals.
+  room come first (the holders after them): a hot model spreads to another replica by
+  its queue, not by its holders' refusals.
 - A replica whose budget is all pinned (less room than the model's measured size, or
   none at all) never gets a model it does not hold: it could only refuse it.
 
@@ -61,7 +61,10 @@ def rank_replicas(
         # Every replica's budget is pinned: one of them answers why it cannot load.
         return [_ids(replicas, per_rank, draw)]
     if takers and all(_busy(r, spread_queue_len) for r in holders):
-        return [_ids(holders, per_rank, draw) + _ids(takers, 1, draw)]
+        # Spread: a replica with room first (it loads the model), the holders if none
+        # of those accepts. Not one choice between them: a replica the caller has not
+        # sent to yet has no cached queue, and Serve would pick the known holder.
+        return [_ids(takers, per_rank, draw), _ids(holders, per_rank, draw)]
     ranks = [_ids(holders, per_rank, draw)]
     if takers:
         ranks.append(_ids(takers, per_rank, draw))

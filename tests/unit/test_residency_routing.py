@@ -30,10 +30,11 @@ def test_a_hot_model_spreads_when_every_holder_has_a_queue() -> None:
         ReplicaView("a", frozenset({"m"}), queue_len=4),
         ReplicaView("b", frozenset(), room_bytes=100 * MB, queue_len=0),
     ]
-    assert _rank("m", replicas) == [["a", "b"]]  # one choice: the shorter queue wins
+    assert _rank("m", replicas) == [["b"], ["a"]]  # the holder if b refuses
     # One holder with a short queue keeps it where it is.
     shorter = [*replicas, ReplicaView("c", frozenset({"m"}), queue_len=3)]
-    assert sorted(map(sorted, _rank("m", shorter))) == [["a", "c"], ["b"]]
+    ranks = _rank("m", shorter)
+    assert sorted(ranks[0]) == ["a", "c"] and ranks[1:] == [["b"]]
     # A queue the caller has not seen yet is not a reason to spread.
     unknown = [ReplicaView("a", frozenset({"m"})), replicas[1]]
     assert _rank("m", unknown) == [["a"], ["b"]]
