@@ -30,6 +30,7 @@ from typing import Any
 from app.config import ModelDeploymentConfig
 from app.replica.residency import Residency
 from app.residency.routing import ReplicaView, rank_replicas
+from bench.common.measure import percentile
 
 __all__ = ["main"]
 
@@ -38,8 +39,7 @@ MiB = 1 << 20
 
 def _percentiles(samples_ns: Sequence[int]) -> tuple[float, float, float]:
     ordered = sorted(samples_ns)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return statistics.median(ordered) / 1000, p99 / 1000, ordered[-1] / 1000
+    return statistics.median(ordered) / 1000, percentile(ordered, 0.99) / 1000, ordered[-1] / 1000
 
 
 def _resident_pool() -> Residency:

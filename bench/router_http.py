@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common.measure import percentile
+
 ECHO_BODY = json.dumps(
     {"inputs": [{"name": "INPUT_FP32", "shape": [1, 16], "datatype": "FP32", "data": [0.5] * 16}]}
 ).encode()
@@ -163,8 +165,7 @@ async def measure(
         await asyncio.sleep(0)  # tasks the request started (a mirror copy) run now
         walls.append(time.perf_counter_ns() - begun)
     cpu = (time.process_time() - started) / requests * 1e6
-    walls.sort()
-    return cpu, walls[min(len(walls) - 1, int(len(walls) * 0.99))] / 1000
+    return cpu, percentile(sorted(walls), 0.99) / 1000
 
 
 async def run(args: argparse.Namespace, keys_file: str) -> list[tuple[str, tuple[float, float]]]:

@@ -161,14 +161,10 @@ class ReplicaHost:
             raise self._engine_error(model, exc) from exc
 
     def _engine_error(self, model: str, exc: TritonError) -> ServingError:
-        """Triton notices a dead stub on its own (about a second into a request) as
-        well as the watch (every report period): either way the client gets the
-        watch's reason, and the reload starts now."""
         if is_stub_death(exc.message):
-            self.stubs.check()
-            why = self.stubs.why_unavailable(model)
-            if why is not None:
-                return Unavailable(f"model '{model}': {why}", retry_after=5)
+            explained = self.stubs.explain_stub_death(model)
+            if explained is not None:
+                return explained
         return from_triton(exc)
 
     async def shape(self, model: str, version: int) -> ModelShape:

@@ -83,6 +83,14 @@ class StubWatch:
         if why is not None:
             raise Unavailable(f"model '{model}' is not ready: {why}", retry_after=5)
 
+    def explain_stub_death(self, model: str) -> Unavailable | None:
+        """For a request Triton answered "Stub process '...' is not healthy" (it notices
+        a dead stub about a second into a request, the watch every report period):
+        look now, so the reload starts, and answer with the watch's reason."""
+        self.check()
+        why = self.why_unavailable(model)
+        return None if why is None else Unavailable(f"model '{model}': {why}", retry_after=5)
+
     def health_problem(self) -> str | None:
         """Why this replica should be replaced, if it should."""
         if not self.unrecoverable:

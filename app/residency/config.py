@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["GLOB_CHARS", "NOT_LOADED_REASON", "ResidencyConfig", "is_glob"]
+__all__ = [
+    "DEFAULT_SPREAD_QUEUE_LEN",
+    "GLOB_CHARS",
+    "NOT_LOADED_REASON",
+    "ResidencyConfig",
+    "is_glob",
+]
 
 # The reason a pool model that is not resident reports (router and replicas alike).
 NOT_LOADED_REASON = "not loaded: loads on first request"
 
 GB = 1 << 30
+DEFAULT_SPREAD_QUEUE_LEN = 4
 # fnmatch's wildcards: ``*``, ``?`` and ``[...]`` sets.
 GLOB_CHARS = frozenset("*?[")
 
@@ -50,7 +57,7 @@ class ResidencyConfig(BaseModel):
     )
 
     spread_queue_len: int = Field(
-        default=4,
+        default=DEFAULT_SPREAD_QUEUE_LEN,
         ge=1,
         description="Requests queued at every replica that holds a model before a "
         "request for it may go to a replica that does not (which then loads it): "

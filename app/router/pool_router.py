@@ -15,11 +15,10 @@ from ray.serve._private.request_router.common import PendingRequest
 from ray.serve._private.request_router.pow_2_router import PowerOfTwoChoicesRequestRouter
 from ray.serve._private.request_router.replica_wrapper import RunningReplica
 
+from app.residency.config import DEFAULT_SPREAD_QUEUE_LEN
 from app.residency.routing import ReplicaView, rank_replicas
 
-__all__ = ["DEFAULT_SPREAD_QUEUE_LEN", "PoolRequestRouter"]
-
-DEFAULT_SPREAD_QUEUE_LEN = 4
+__all__ = ["PoolRequestRouter"]
 
 
 class PoolRequestRouter(PowerOfTwoChoicesRequestRouter):

@@ -315,8 +315,7 @@ class Server:
         busy = {e.name for e in index if e.state in _IN_TRANSITION}
         ready = {e.name for e in index if e.ready}
         names = tuple({e.name for e in index})
-        self._retiring = {stub for stub in self._retiring if is_running(stub)}
-        for stub in self._retiring:
+        for stub in self.retiring_stubs():
             busy.add(model_of_instance(stub.instance, names) or stub.instance)
         for stub in self.stub_processes():
             model = model_of_instance(stub.instance, names)

@@ -151,3 +151,16 @@ def test_a_reloads_replaced_stub_exiting_later_is_no_death(stub_process: StubPro
     watch.check()
     assert watch.why_unavailable("echo") is None
     assert server.failed == [] and server.unloaded == []
+
+
+def test_tritons_own_stub_death_answer_gets_the_watchs_reason(stub_process: StubProcess) -> None:
+    server = FakeServer([stub_process])
+    watch = _watch(server, [], threading.Lock(), threading.Event())  # reload held back
+    assert watch.explain_stub_death("echo") is None  # the stub lives: Triton's words stand
+    subprocess.run(["kill", "-9", str(stub_process.pid)], check=True)
+    time.sleep(0.1)
+    explained = watch.explain_stub_death("echo")  # looks at once, no report period
+    why = f"its python backend stub process 'echo_0_0' (pid {stub_process.pid}) died"
+    assert explained is not None and explained.retry_after == 5
+    assert explained.message == f"model 'echo': {why}; reloading it"
+    assert server.failed == [("echo", f"model 'echo': {why}")]
