@@ -16,11 +16,16 @@ Pure; ``app.router.pool_router`` applies it inside Serve's request router.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ReplicaView", "rank_replicas", "routing_stats"]
+__all__ = ["ChosenNotSent", "ReplicaView", "rank_replicas", "routing_stats"]
+
+#: A choice older than this without its send is dropped (its caller was cancelled).
+CHOSEN_HORIZON_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -83,3 +88,42 @@ def _busy(replica: ReplicaView, spread_queue_len: int) -> bool:
 def _ids(replicas: Sequence[ReplicaView], k: int, draw: Any) -> list[Any]:
     chosen = list(replicas) if len(replicas) <= k else draw.sample(list(replicas), k)
     return [r.id for r in chosen]
+
+
+class ChosenNotSent:
+    """Requests a caller has routed to a replica but not yet sent. Serve counts a
+    request in a replica's cached queue only when it is sent, after the routing task
+    has handed the replica over: a burst routed in one pass of the event loop would
+    all see the same queue and never reach ``spread_queue_len``. Added to the cached
+    queue, these make the burst's later requests see the earlier ones."""
+
+    def __init__(
+        self,
+        horizon_s: float = CHOSEN_HORIZON_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._horizon_s = horizon_s
+        self._clock = clock
+        self._chosen: dict[Hashable, deque[float]] = {}
+
+    def chosen(self, replica: Hashable) -> None:
+        self._chosen.setdefault(replica, deque()).append(self._clock())
+
+    def sent(self, replica: Hashable) -> None:
+        times = self._chosen.get(replica)
+        if times:
+            times.popleft()
+            if not times:
+                del self._chosen[replica]
+
+    def count(self, replica: Hashable) -> int:
+        times = self._chosen.get(replica)
+        if not times:
+            return 0
+        horizon = self._clock() - self._horizon_s
+        while times and times[0] < horizon:
+            times.popleft()
+        if not times:
+            del self._chosen[replica]
+            return 0
+        return len(times)

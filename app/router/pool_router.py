@@ -3,20 +3,23 @@ choices, except that a call naming a model (``multiplexed_model_id``) goes where
 ``app.residency.routing`` ranks it. Serve builds one per deployment handle, in the
 caller's process (the routers), from ``request_router_config`` (``app.builders``).
 
-Uses Serve's request-router API (alpha in Ray 2.60) and two of its internals: the
-replicas' cached queue lengths and the routing stats each replica reports through
-``record_routing_stats``."""
+Uses Serve's request-router API (alpha in Ray 2.60) and three of its internals: the
+replicas' cached queue lengths, the routing stats each replica reports through
+``record_routing_stats``, and the hand-over of a chosen replica to its request
+(``_fulfill_next_pending_request``), where requests chosen but not yet sent are
+counted (``ChosenNotSent``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ray.serve._private.common import ReplicaID, RequestMetadata
 from ray.serve._private.request_router.common import PendingRequest
 from ray.serve._private.request_router.pow_2_router import PowerOfTwoChoicesRequestRouter
 from ray.serve._private.request_router.replica_wrapper import RunningReplica
 
 from app.residency.config import DEFAULT_SPREAD_QUEUE_LEN
-from app.residency.routing import ReplicaView, rank_replicas
+from app.residency.routing import ChosenNotSent, ReplicaView, rank_replicas
 
 __all__ = ["PoolRequestRouter"]
 
@@ -27,8 +30,25 @@ class PoolRequestRouter(PowerOfTwoChoicesRequestRouter):
 
     spread_queue_len = DEFAULT_SPREAD_QUEUE_LEN
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._not_sent = ChosenNotSent()
+
     def initialize_state(self, **kwargs: Any) -> None:
         self.spread_queue_len = int(kwargs.get("spread_queue_len", DEFAULT_SPREAD_QUEUE_LEN))
+
+    def _fulfill_next_pending_request(
+        self,
+        replica: RunningReplica,
+        request_metadata: RequestMetadata | None = None,
+    ) -> None:
+        if self._get_pending_request_matching_internal_request_id(request_metadata):
+            self._not_sent.chosen(replica.replica_id)
+        super()._fulfill_next_pending_request(replica, request_metadata)
+
+    def on_send_request(self, replica_id: ReplicaID) -> None:
+        self._not_sent.sent(replica_id)
+        super().on_send_request(replica_id)
 
     async def choose_replicas(
         self,
@@ -52,10 +72,12 @@ class PoolRequestRouter(PowerOfTwoChoicesRequestRouter):
     def _view(self, replica: RunningReplica) -> ReplicaView:
         stats = replica.routing_stats or {}
         room = stats.get("room_bytes")
+        cached = self._replica_queue_len_cache.get(replica.replica_id)
+        not_sent = self._not_sent.count(replica.replica_id)
         return ReplicaView(
             id=replica.replica_id,
             holds=frozenset(replica.multiplexed_model_ids),
             room_bytes=int(room) if isinstance(room, int) else None,
-            queue_len=self._replica_queue_len_cache.get(replica.replica_id),
+            queue_len=None if cached is None and not not_sent else (cached or 0) + not_sent,
             sizes=stats.get("sizes") or {},
         )

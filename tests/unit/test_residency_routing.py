@@ -8,7 +8,7 @@ from ray import serve
 
 from app.builders import deployment_options
 from app.config import ModelDeploymentConfig
-from app.residency.routing import ReplicaView, rank_replicas, routing_stats
+from app.residency.routing import ChosenNotSent, ReplicaView, rank_replicas, routing_stats
 
 MB = 1 << 20
 
@@ -101,3 +101,37 @@ def test_pool_deployments_use_the_pool_router_and_serve_accepts_it() -> None:
     assert router_config.get_serialized_request_router_cls()
     plain = ModelDeploymentConfig.model_validate({"name": "d", "models": ["m"]})
     assert "request_router_config" not in deployment_options(plain)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_chosen_requests_count_until_sent() -> None:
+    clock = _Clock()
+    pending = ChosenNotSent(horizon_s=1.0, clock=clock)
+    for _ in range(3):
+        pending.chosen("a")
+    pending.chosen("b")
+    assert (pending.count("a"), pending.count("b"), pending.count("c")) == (3, 1, 0)
+    pending.sent("a")
+    pending.sent("c")  # a send this caller did not choose (Serve's broadcast) is no error
+    assert (pending.count("a"), pending.count("c")) == (2, 0)
+
+
+def test_a_choice_never_sent_expires() -> None:
+    """A caller cancelled between choice and send must not leave its replica busy."""
+    clock = _Clock()
+    pending = ChosenNotSent(horizon_s=1.0, clock=clock)
+    pending.chosen("a")
+    clock.now += 0.6
+    pending.chosen("a")
+    assert pending.count("a") == 2
+    clock.now += 0.6
+    assert pending.count("a") == 1
+    clock.now += 0.6
+    assert pending.count("a") == 0
