@@ -324,6 +324,12 @@ class RouterConfig(_Config):
         allow_inf_nan=False,
         description="Seconds before a routed request fails with 408.",
     )
+    coalesce: bool = Field(
+        default=True,
+        description="Infer calls (KServe HTTP and gRPC) for one deployment that wait at "
+        "the router together travel to a replica in one call and come back as each "
+        "completes; deployments with autoscaling or residency are not coalesced.",
+    )
     fixed_cluster: bool = Field(
         default=False,
         description="The Ray cluster cannot add nodes (no autoscaler): a deployment no node "

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 __all__ = [
+    "CallBatch",
     "GenerateCall",
     "GrpcInferCall",
     "InferCall",
@@ -74,6 +75,15 @@ class GrpcInferCall:
 
 
 @dataclass(frozen=True, slots=True)
+class CallBatch:
+    """Infer calls coalesced into one replica call (``app.router.coalesce``), each
+    with the seconds left before its caller's deadline."""
+
+    calls: tuple[InferCall | GrpcInferCall, ...]
+    timeouts_s: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class StatisticsCall:
     """Statistics of one model, or of every model of the deployment when ``model`` is None."""
 
@@ -125,6 +135,11 @@ class ReplicaAPI(Protocol):
     def generate_stream(self, call: GenerateCall) -> AsyncIterator[bytes]: ...
 
     async def grpc_infer(self, call: GrpcInferCall) -> bytes: ...
+
+    def infer_batch(self, batch: CallBatch) -> AsyncIterator[list[tuple[int, Any]]]:
+        """Each call's answer (its result, or its ``ServingError``) as it completes,
+        by index into ``batch.calls``; answers ready together come in one list."""
+        ...
 
     def grpc_stream_infer(self, call: GrpcInferCall) -> AsyncIterator[bytes]: ...
 

@@ -285,6 +285,7 @@ async def metrics(request: Request) -> PlainTextResponse:
         [
             router_metrics,
             plane.replicas.traffic_metrics.render(),
+            plane.replicas.coalesce_metrics.render(),
             await plane.triton_metrics(),
             await plane.serve_metrics(),
         ]

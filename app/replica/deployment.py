@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.config import AppConfig
 from app.contract import (
+    CallBatch,
     GenerateCall,
     GrpcInferCall,
     InferCall,
@@ -19,6 +20,7 @@ from app.contract import (
     StatisticsCall,
     UnloadCall,
 )
+from app.replica.batch import run_batch
 from app.replica.grpc_adapter import GrpcAdapter
 from app.replica.host import ReplicaHost
 from app.replica.kserve_adapter import KServeAdapter
@@ -61,6 +63,15 @@ class ModelReplica:
         async with self.host.use(call.model):
             async for chunk in self.grpc.grpc_stream_infer(call):
                 yield chunk
+
+    async def infer_batch(self, batch: CallBatch) -> AsyncIterator[list[tuple[int, Any]]]:
+        async for answers in run_batch(batch, self._infer_one):
+            yield answers
+
+    async def _infer_one(self, call: InferCall | GrpcInferCall) -> InferResult | bytes:
+        if isinstance(call, GrpcInferCall):
+            return await self.grpc_infer(call)
+        return await self.infer(call)
 
     async def openai_call(self, call: OpenAICall) -> dict[str, Any]:
         async with self.host.use(call.model):

@@ -20,6 +20,7 @@ from typing import Any
 
 from app.config import AppConfig, ModelDeploymentConfig, model_owner
 from app.contract import (
+    CallBatch,
     GenerateCall,
     GrpcInferCall,
     InferCall,
@@ -33,6 +34,7 @@ from app.contract import (
 )
 from app.errors import Internal, NotFound, RequestTimeout, ServingError, Unavailable
 from app.placement.feasibility import unplaceable
+from app.router.coalesce import CoalesceMetrics, Coalescer
 from app.security.context import authorize_model, permits, request_timeout_s
 from app.security.limits import DeploymentGate
 
@@ -57,6 +59,10 @@ _UNBOUNDED = frozenset(
         ReplicaAPI.unload_model,
     )
 )
+
+
+# Calls that may travel coalesced (``app.router.coalesce``).
+_COALESCED = frozenset((ReplicaAPI.infer.__name__, ReplicaAPI.grpc_infer.__name__))
 
 
 def gate_limits(dep: ModelDeploymentConfig, router_replicas: int) -> tuple[int | None, int]:
@@ -88,6 +94,17 @@ class ReplicaClient:
         self.gates = {
             dep.name: DeploymentGate(*gate_limits(dep, cfg.router.num_replicas))
             for dep in cfg.deployments
+        }
+        self.coalesce_metrics = CoalesceMetrics()
+        self._coalescers = {
+            dep.name: Coalescer(
+                dep.name,
+                self._batch_sender(dep.name),
+                self._single_sender(dep.name),
+                self.coalesce_metrics,
+            )
+            for dep in cfg.deployments
+            if cfg.router.coalesce and dep.autoscaling is None and dep.residency is None
         }
 
     # ---- the contract, one method per call ----
@@ -227,6 +244,19 @@ class ReplicaClient:
             self._methods[key] = handle
         return handle
 
+    def _batch_sender(self, deployment: str) -> Callable[[CallBatch], Any]:
+        def send(batch: CallBatch) -> Any:
+            return self._method(deployment, ReplicaAPI.infer_batch.__name__, True).remote(batch)
+
+        return send
+
+    def _single_sender(self, deployment: str) -> Callable[[InferCall | GrpcInferCall], Any]:
+        def send(call: InferCall | GrpcInferCall) -> Any:
+            method = ReplicaAPI.grpc_infer if isinstance(call, GrpcInferCall) else ReplicaAPI.infer
+            return self._method(deployment, method.__name__, False).remote(call)
+
+        return send
+
     # ---- the two shapes of a call ----
 
     async def _unary(
@@ -244,7 +274,12 @@ class ReplicaClient:
         deadline = loop.time() + self.timeout_s(timeout_s)
         gate = await self._admit(deployment, model, name, deadline - loop.time())
         response = None
+        coalescer = self._coalescers.get(deployment) if name in _COALESCED else None
         try:
+            if coalescer is not None:
+                async with asyncio.timeout_at(deadline):
+                    # Cancelled here (timeout, client gone), it cancels its part itself.
+                    return await coalescer.call(arg, deadline)  # type: ignore[arg-type]
             response = self._method(deployment, name, False, model).remote(arg)
             async with asyncio.timeout_at(deadline):
                 return await response
