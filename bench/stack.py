@@ -92,7 +92,8 @@ def _progress(cell: PerfCell) -> None:
         f"  {cell.target:<10} {cell.model:<6} {cell.protocol:<4} c={cell.concurrency:<3} "
         f"{cell.rps:>8.1f} rps  p50 {cell.p50_ms:8.2f} ms  p99 {cell.p99_ms:8.2f} ms  "
         f"CPU/req total {cell.ms_per_request('total'):6.2f} ms  "
-        f"client {cell.client_ms_per_request:5.2f} ms{note}"
+        f"client {cell.client_ms_per_request:5.2f} ms  req/call {cell.requests_per_call:5.2f}"
+        f"{note}"
     )
 
 
@@ -109,12 +110,17 @@ def perf_cell(
     address = target.http_address if protocol == "http" else target.grpc_address
     probe = HopProbe(target.hops(model))
     before = targets.success_count(target.http_url, model)
+    calls_before = target.coalescing(model)
     probe.start()
     result = perf_analyzer.run_cell(
         tool, model, protocol, address, concurrency, data, settings.perf
     )
     cpu = probe.stop()
     served = targets.success_count(target.http_url, model) - before
+    calls_after = target.coalescing(model)
+    calls = carried = None
+    if calls_before is not None and calls_after is not None:
+        calls, carried = (a - b for a, b in zip(calls_after, calls_before, strict=True))
     cell = PerfCell(
         target=target.name,
         model=model,
@@ -130,6 +136,8 @@ def perf_cell(
         client_cpu_s=result.client_cpu_s,
         hop_cpu_s=cpu,
         error=result.error,
+        replica_calls=calls,
+        coalesced_requests=carried,
     )
     _progress(cell)
     return cell

@@ -39,12 +39,23 @@ class PerfCell:
     client_cpu_s: float  # perf_analyzer's own
     hop_cpu_s: dict[str, float] = field(default_factory=dict)  # hop -> CPU s, whole run
     error: str = ""
+    # The stack's router→replica calls to the model's deployment and the requests they
+    # carried (its coalescing histogram, before/after); None for standalone.
+    replica_calls: float | None = None
+    coalesced_requests: float | None = None
 
     def ms_per_request(self, hop: str) -> float:
         """CPU ms per request of ``hop`` (= CPU s per 1,000 requests)."""
         if hop not in self.hop_cpu_s or not self.requests:
             return math.nan
         return self.hop_cpu_s[hop] * 1e3 / self.requests
+
+    @property
+    def requests_per_call(self) -> float:
+        """Requests per router→replica call (coalescing), NaN where not counted."""
+        if not self.replica_calls or self.coalesced_requests is None:
+            return math.nan
+        return self.coalesced_requests / self.replica_calls
 
     @property
     def client_ms_per_request(self) -> float:
@@ -142,16 +153,21 @@ def hop_table(cells: Sequence[PerfCell]) -> list[str]:
         "Stack: proxy = ray::ProxyActor, router = the ingress replica, replica = the model's "
         "deployment, model = its Triton stubs, other Ray = every other process of the "
         "cluster (GCS, raylet, controller, other deployments); total = all Ray/Serve "
-        "processes. Standalone: tritonserver and its stubs. client = perf_analyzer.",
+        "processes. Standalone: tritonserver and its stubs. client = perf_analyzer. "
+        "req/call = requests per router-to-replica call (coalescing; the router's "
+        "triton_serve_coalesced_requests).",
         "",
-        "| model | protocol | c | target | " + " | ".join(hops) + f" | {TOTAL} | client |",
-        "| --- | --- | ---: | --- |" + " ---: |" * (len(hops) + 2),
+        "| model | protocol | c | target | "
+        + " | ".join(hops)
+        + f" | {TOTAL} | client | req/call |",
+        "| --- | --- | ---: | --- |" + " ---: |" * (len(hops) + 3),
     ]
     for c in cells:
         values = " | ".join(fmt(c.ms_per_request(h), ".2f") for h in hops)
         lines.append(
             f"| {c.model} | {c.protocol} | {c.concurrency} | {c.target} | {values} "
-            f"| {fmt(c.ms_per_request(TOTAL), '.2f')} | {fmt(c.client_ms_per_request, '.2f')} |"
+            f"| {fmt(c.ms_per_request(TOTAL), '.2f')} | {fmt(c.client_ms_per_request, '.2f')} "
+            f"| {fmt(c.requests_per_call, '.2f')} |"
         )
     return lines
 

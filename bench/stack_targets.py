@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +48,8 @@ class Target:
     cpu_root: int  # every process of the target descends from it (this one excepted)
     hops: Callable[[str], dict[str, list[int]]]  # model -> {hop: pids}
     info: dict[str, Any] = field(default_factory=dict)
+    # model -> (replica calls, requests they carried) so far; None where not counted.
+    coalescing: Callable[[str], tuple[float, float] | None] = lambda model: None
 
     @property
     def http_address(self) -> str:
@@ -58,6 +61,23 @@ def server_version(url: str) -> str:
     if status != 200:
         return "?"
     return str(json.loads(body).get("version") or "?")
+
+
+def coalescing_counts(metrics_url: str, deployment: str) -> tuple[float, float] | None:
+    """(calls, requests) of the router's ``triton_serve_coalesced_requests`` histogram
+    for ``deployment`` (one router replica answers: with several, one replica's)."""
+    status, body = http_get(metrics_url, timeout=30.0)
+    if status != 200:
+        return None
+    text = body.decode()
+    label = re.escape(f'{{deployment="{deployment}"}}')
+    found: dict[str, float] = {}
+    for part in ("count", "sum"):
+        match = re.search(
+            rf"^triton_serve_coalesced_requests_{part}{label} (\S+)$", text, re.MULTILINE
+        )
+        found[part] = float(match.group(1)) if match else 0.0
+    return found["count"], found["sum"]
 
 
 def success_count(url: str, model: str) -> int:
@@ -254,10 +274,16 @@ def stack(options: StackOptions, models: Sequence[str]) -> Iterator[Target]:
             roles = StackRoles(app.name, app.model_deployments())
             return stack_hops(os.getpid(), os.getpid(), roles, app.deployment_of(model) or "")
 
+        def coalescing(model: str) -> tuple[float, float] | None:
+            app = owner[model]
+            assert app is not None
+            prefix = (app.route_prefix or "").rstrip("/")
+            return coalescing_counts(f"{http_url}{prefix}/metrics", app.deployment_of(model) or "")
+
         info = {"config": options.config, "apps": [a.name for a in apps], "num_gpus": num_gpus}
         # Ray's processes (GCS, raylet, Serve's actors, Triton's stubs) descend from this
         # one (address="local"), so the CPU they use is counted from here.
-        yield Target("stack", http_url, grpc_address, version, os.getpid(), hops, info)
+        yield Target("stack", http_url, grpc_address, version, os.getpid(), hops, info, coalescing)
     finally:
         ray_pids = process_tree(os.getpid(), exclude=-1)
         # Deleting the applications drains them (each replica stops its Triton), as
