@@ -11,7 +11,6 @@ mapping of errors (``call_error``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -34,7 +33,7 @@ from app.contract import (
 )
 from app.errors import Internal, NotFound, RequestTimeout, ServingError, Unavailable
 from app.placement.feasibility import unplaceable
-from app.router.coalesce import CoalesceMetrics, Coalescer
+from app.router.coalesce import CoalesceMetrics, Coalescer, cancel_quietly
 from app.security.context import authorize_model, permits, request_timeout_s
 from app.security.limits import DeploymentGate
 
@@ -284,12 +283,12 @@ class ReplicaClient:
             async with asyncio.timeout_at(deadline):
                 return await response
         except asyncio.CancelledError:  # the client went away
-            _cancel_quietly(response)
+            cancel_quietly(response)
             raise
         except Exception as exc:
             if isinstance(exc, asyncio.TimeoutError | TimeoutError):
                 # Cancels the request in the replica, which cancels it in Triton.
-                _cancel_quietly(response)
+                cancel_quietly(response)
             raise call_error(exc, model) from None
         finally:
             if gate is not None:
@@ -322,7 +321,7 @@ class ReplicaClient:
         except StopAsyncIteration:
             first = b""
         except BaseException as exc:
-            _cancel_quietly(generator)
+            cancel_quietly(generator)
             if gate is not None:
                 gate.leave()
             if not isinstance(exc, Exception):  # cancelled: the client went away
@@ -351,17 +350,9 @@ async def _rest(
                 raise err from None
             yield on_error(err)
     finally:
-        _cancel_quietly(generator)
+        cancel_quietly(generator)
         if gate is not None:
             gate.leave()
-
-
-def _cancel_quietly(response: Any) -> None:
-    """Cancel a handle call. Serve's ``cancel()`` re-raises the call's own error (a
-    request shed for backpressure raises ``BackPressureError`` again), which would
-    escape to Serve's plain-text 503 handler instead of ours."""
-    with contextlib.suppress(Exception):
-        response.cancel()
 
 
 def call_error(exc: BaseException, model: str) -> ServingError:

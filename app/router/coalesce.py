@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -30,9 +29,7 @@ from app.contract import CallBatch, GrpcInferCall, InferCall
 from app.errors import Internal, ServingError
 from app.observability import render_registry
 
-__all__ = ["MAX_BATCH_CALLS", "CoalesceMetrics", "Coalescer"]
-
-log = logging.getLogger(__name__)
+__all__ = ["MAX_BATCH_CALLS", "CoalesceMetrics", "Coalescer", "cancel_quietly"]
 
 #: The most requests one call carries; more waiting go in the next call, at once.
 MAX_BATCH_CALLS = 64
@@ -129,7 +126,7 @@ class Coalescer:
                 with contextlib.suppress(ValueError):
                     self._waiting.remove(waiting)
             elif sent.abandoned():
-                _cancel_quietly(sent.response)
+                cancel_quietly(sent.response)
             raise
 
     def _flush(self) -> None:
@@ -188,7 +185,10 @@ def _fail(sent: _Sent, exc: BaseException) -> None:
             w.future.set_exception(exc)
 
 
-def _cancel_quietly(response: Any) -> None:
+def cancel_quietly(response: Any) -> None:
+    """Cancel a handle call (None: not made yet). Serve's ``cancel()`` re-raises the
+    call's own error (a request shed for backpressure raises ``BackPressureError``
+    again), which would escape to Serve's plain-text 503 handler instead of ours."""
     if response is not None:
         with contextlib.suppress(Exception):
             response.cancel()
